@@ -1,0 +1,617 @@
+"""One YAML file -> frozen, validated dataclasses.
+
+Every section is a frozen dataclass whose fields carry a default and a one-line
+``doc`` in their metadata, plus optional ``min``/``max`` bounds. The loader
+walks the type hints, so adding an option is adding a field: the validation,
+the error messages ("``audio.chunk_ms``: 5 is below the minimum 20") and the
+"did you mean" hints for unknown keys come for free. All problems are
+collected and reported at once, one per line.
+
+The API key never lives in the YAML: see :func:`resolve_api_key`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "/etc/pi-agent/config.yaml"
+DEFAULT_MODEL = "gemini-3.8-live"
+DEFAULT_ENDPOINT = "wss://generativelanguage.googleapis.com"
+
+
+def opt(default: Any, doc: str, *, min: float | None = None, max: float | None = None) -> Any:
+    """A dataclass field with a documented default and optional numeric bounds."""
+    meta = {"doc": doc, "min": min, "max": max}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple or a default_factory for mutable defaults")
+    if callable(default):  # a class or factory: build a fresh default each time
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------- live
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """How to reach Gemini Live and what the session asks for."""
+
+    model: str = opt(DEFAULT_MODEL, "Live model id, without the models/ prefix.")
+    voice: str | None = opt(None, "Prebuilt voice name (e.g. Kore, Puck); null = the model's.")
+    system_instruction: str = opt(
+        "You are a friendly voice assistant running on a Raspberry Pi. Keep answers short "
+        "and spoken-style.",
+        "System instruction sent in setup.",
+    )
+    input_transcription: bool = opt(True, "Ask for transcripts of what the user said.")
+    output_transcription: bool = opt(True, "Ask for transcripts of what the model said.")
+    temperature: float | None = opt(None, "Sampling temperature; null = model default.", min=0, max=2)
+    hands_free: bool = opt(
+        False, "Automatic voice activity detection, mic always streaming (no button needed)."
+    )
+    context_compression: bool = opt(
+        True, "Sliding-window context compression, so sessions are not cut after 15 (2) min."
+    )
+    endpoint: str = opt(DEFAULT_ENDPOINT, "Base URL of the Live API (ws:// or wss://).")
+    api_version: Literal["v1beta", "v1alpha", "v1"] = opt("v1beta", "API version in the path.")
+    api_key_env: str = opt("GEMINI_API_KEY", "Environment variable holding the API key.")
+    api_key_file: str | None = opt(None, "File holding the API key (first line).")
+    credential_name: str = opt(
+        "gemini-api-key", "systemd credential name (LoadCredential=) under $CREDENTIALS_DIRECTORY."
+    )
+    token_command: str | None = opt(
+        None,
+        "Command printing a fresh ephemeral token; when set, no API key is used on the Pi.",
+    )
+    ca_file: str | None = opt(None, "Extra CA bundle to trust (for a TLS test server).")
+    setup_timeout_s: float = opt(15.0, "Seconds to wait for setupComplete.", min=1, max=120)
+    keepalive_interval_s: float = opt(20.0, "Seconds between WebSocket pings.", min=1, max=300)
+    keepalive_timeout_s: float = opt(
+        40.0, "Seconds without any frame (pong included) before the link counts as dead.", min=30
+    )
+
+
+# --------------------------------------------------------------------------- audio
+
+
+@dataclass(frozen=True)
+class ChimeSettings:
+    """Short local earcons; never sent to the model (the mic gate covers them)."""
+
+    press: bool = opt(True, "Chime when the talk button goes down.")
+    release: bool = opt(True, "Chime when the talk button is released.")
+    error: bool = opt(True, "Chime when something failed (e.g. words could not be delivered).")
+    connected: bool = opt(True, "Chime when the first session is ready.")
+    volume: float = opt(0.4, "Chime loudness, 0-1 (times audio.volume).", min=0, max=1)
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    """Microphone and speaker."""
+
+    backend: Literal["pyaudio", "none"] = opt("pyaudio", "pyaudio, or none for text-only use.")
+    input_device: str = opt("default", "ALSA device name or a substring of it for the mic.")
+    output_device: str = opt("default", "ALSA device name or a substring of it for the speaker.")
+    input_rate: int | None = opt(None, "Force the mic's device rate (null = probe).", min=8000)
+    output_rate: int | None = opt(
+        None, "Force the speaker's device rate, e.g. 16000 for a WM8960 HAT.", min=8000
+    )
+    input_channels: int | None = opt(None, "Channels to open the mic with (null = auto).", min=1)
+    input_channel: int | Literal["mix"] = opt(
+        0, "Which mic channel to send (0-based), or mix to average all channels."
+    )
+    chunk_ms: int = opt(40, "Milliseconds of audio per message to the server.", min=20, max=100)
+    mic_gain_db: float = opt(0.0, "Software gain applied to the mic.", min=-20, max=40)
+    preroll_ms: int = opt(300, "Mic audio kept from before the button press.", min=0, max=2000)
+    volume: float = opt(1.0, "Speaker volume 0-1 (changeable at run time).", min=0, max=1)
+    jitter_ms: int = opt(80, "Audio buffered before playback starts.", min=0, max=1000)
+    echo_tail_ms: int = opt(
+        400, "Half-duplex: mic stays closed this long after the speaker drains.", min=0, max=5000
+    )
+    full_duplex: bool = opt(
+        False, "Send mic audio while the speaker plays (only with an echo canceller!)."
+    )
+    retry_max_s: float = opt(30.0, "Longest wait between tries to reopen a lost device.", min=1)
+    chimes: ChimeSettings = opt(ChimeSettings, "Earcons.")
+
+
+# --------------------------------------------------------------------------- camera
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """The Pi's eyes."""
+
+    backend: Literal["none", "picamera2", "synthetic"] = opt(
+        "none", "picamera2 on a Pi, synthetic for tests/demo, or none."
+    )
+    mode: Literal["off", "while_talking", "on_demand"] = opt(
+        "on_demand", "When frames are sent: off, while_talking, or on_demand (a 'look' tool)."
+    )
+    fps: float = opt(1.0, "Frames per second in while_talking mode.", min=0.1, max=2)
+    width: int = opt(768, "Frame width in pixels.", min=64, max=1920)
+    height: int = opt(576, "Frame height in pixels.", min=64, max=1920)
+    jpeg_quality: int = opt(80, "JPEG quality.", min=10, max=95)
+    rotation: Literal[0, 90, 180, 270] = opt(0, "Rotate frames by this many degrees.")
+    hflip: bool = opt(False, "Mirror frames horizontally.")
+    vflip: bool = opt(False, "Flip frames vertically.")
+    capture_timeout_s: float = opt(2.0, "A capture slower than this disables the camera.", min=0.1)
+    media_resolution: Literal["low", "medium", "high"] | None = opt(
+        "low", "How many tokens each frame costs the model (low = 64); null = model default."
+    )
+
+
+# --------------------------------------------------------------------------- gpio
+
+
+@dataclass(frozen=True)
+class GpioSettings:
+    """gpiozero's pin factory."""
+
+    pin_factory: str | None = opt(
+        None,
+        "null = gpiozero's own choice (lgpio on a Pi, or $GPIOZERO_PIN_FACTORY); mock = simulated.",
+    )
+
+
+DeviceKind = Literal[
+    "button", "led", "pwm_led", "rgb_led", "buzzer", "output", "pwm_output", "servo", "input"
+]
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """One gpiozero device; which fields matter depends on ``kind``."""
+
+    kind: DeviceKind = opt("led", "Device kind.")
+    pin: int | None = opt(None, "BCM pin number (2-27).")
+    pins: tuple[int, ...] = opt((), "BCM pins red, green, blue for an rgb_led.")
+    description: str = opt("", "What it is, for people and for tool descriptions.")
+    active_high: bool = opt(True, "False when the device is on at a low pin (many relay boards).")
+    initial: float = opt(0.0, "Value at start-up (0 = off).", min=0, max=1)
+    safe: float | None = opt(0.0, "Value restored on shutdown or error; null = leave as is.")
+    pull_up: bool | None = opt(True, "Inputs/buttons: pull-up (true), pull-down (false), none.")
+    bounce_time: float | None = opt(None, "Inputs: debounce seconds.", min=0, max=1)
+    frequency: int = opt(100, "PWM frequency in Hz.", min=1, max=10000)
+    min_pulse_ms: float = opt(1.0, "Servo pulse width at -90 degrees, ms.", min=0.1, max=5)
+    max_pulse_ms: float = opt(2.0, "Servo pulse width at +90 degrees, ms.", min=0.1, max=5)
+
+
+@dataclass(frozen=True)
+class PttSettings:
+    """The push-to-talk button."""
+
+    device: str | None = opt(None, "Name of a button device; null = no button.")
+    mode: Literal["hold", "toggle"] = opt("hold", "hold: talk while held; toggle: press/press.")
+    min_press_ms: int = opt(60, "Presses shorter than this are bounces.", min=0, max=1000)
+    long_press_s: float = opt(3.0, "A press this long triggers long_press_action.", min=0.3)
+    long_press_action: Literal["none", "cancel", "mute", "restart_session"] = opt(
+        "cancel", "What a long press does."
+    )
+
+
+@dataclass(frozen=True)
+class StatusLightSettings:
+    """The LED that shows the agent's state."""
+
+    device: str | None = opt(None, "Name of an led, pwm_led or rgb_led device; null = none.")
+    brightness: float = opt(1.0, "Peak brightness for PWM and RGB lights.", min=0.05, max=1)
+
+
+ToolVerb = Literal["on", "off", "toggle", "set", "value", "blink", "pulse", "angle", "read"]
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    """A function the model may call; it acts on one declared device with one verb."""
+
+    name: str = opt("", "Function name the model sees ([A-Za-z_][A-Za-z0-9_-]*).")
+    description: str = opt("", "What it does, for the model.")
+    device: str = opt("", "Name of the device it acts on.")
+    verb: ToolVerb = opt("toggle", "The only action this tool can perform.")
+    parameter_description: str | None = opt(None, "Override the generated parameter text.")
+    min: float | None = opt(None, "Lowest value/angle the model may ask for.")
+    max: float | None = opt(None, "Highest value/angle the model may ask for.")
+    max_count: int = opt(10, "blink/pulse: most repetitions the model may ask for.", min=1)
+    max_duration_s: float = opt(10.0, "blink/pulse: longest run the model may ask for.", min=0.1)
+    auto_off_s: float | None = opt(None, "Switch the output off this long after any on.", min=0.1)
+    rate_limit_per_min: int | None = opt(None, "Most calls per minute.", min=1)
+    undo: bool = opt(False, "On toolCallCancellation, restore the state before the call.")
+    timeout_s: float = opt(5.0, "Longest a call may take.", min=0.1, max=60)
+
+
+# --------------------------------------------------------------------------- agent
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """The local control socket (UNIX, never TCP)."""
+
+    enabled: bool = opt(True, "Open the control socket.")
+    socket: str = opt("/run/pi-agent/control.sock", "Path of the UNIX socket.")
+    mode: str = opt("0660", "Socket file permissions (octal string).")
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Conversation, reconnect and service behaviour."""
+
+    max_buffered_speech_s: float = opt(
+        30.0, "Speech kept while offline, resent after reconnecting.", min=1, max=300
+    )
+    backoff_initial_s: float = opt(0.5, "First reconnect delay.", min=0.05, max=60)
+    backoff_max_s: float = opt(30.0, "Longest reconnect delay.", min=1, max=600)
+    fatal_retry_s: float = opt(
+        300.0, "After a fatal error (bad key/model), try again this rarely.", min=10
+    )
+    ready_timeout_s: float = opt(
+        20.0, "Tell systemd READY after this long even if offline.", min=1, max=600
+    )
+    log_transcripts: bool = opt(True, "Log what the user and the model said.")
+    log_level: Literal["debug", "info", "warning", "error"] = opt("info", "Log level.")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration."""
+
+    live: LiveSettings = opt(LiveSettings, "Gemini Live connection and session.")
+    audio: AudioSettings = opt(AudioSettings, "Microphone and speaker.")
+    camera: CameraSettings = opt(CameraSettings, "Camera.")
+    gpio: GpioSettings = opt(GpioSettings, "GPIO pin factory.")
+    devices: dict[str, DeviceSettings] = opt(dict, "GPIO devices by name.")
+    ptt: PttSettings = opt(PttSettings, "Push-to-talk button.")
+    status_light: StatusLightSettings = opt(StatusLightSettings, "Status LED.")
+    tools: tuple[ToolSettings, ...] = opt((), "Functions the model may call.")
+    control: ControlSettings = opt(ControlSettings, "Local control socket.")
+    agent: AgentSettings = opt(AgentSettings, "Agent behaviour.")
+
+
+# --------------------------------------------------------------------------- loader
+
+
+class _Problems(list):
+    def add(self, path: str, message: str) -> None:
+        self.append(f"{path}: {message}" if path else message)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if hint is type(None):
+        return "null"
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if origin is tuple:
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, str(hint)
+    )
+
+
+_FAIL = object()
+
+
+def _convert(value: Any, hint: Any, path: str, problems: _Problems, meta: dict) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None:
+            if type(None) in args:
+                return None
+            problems.add(path, f"must be {_type_name(hint)}, not null")
+            return _FAIL
+        for arg in args:
+            if arg is type(None):
+                continue
+            trial = _Problems()
+            result = _convert(value, arg, path, trial, meta)
+            if not trial:
+                return result
+        non_null = [a for a in args if a is not type(None)]
+        if len(non_null) == 1:  # one real type: report its precise problem
+            return _convert(value, non_null[0], path, problems, meta)
+        problems.add(path, f"must be {_type_name(hint)}, not {value!r}")
+        return _FAIL
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value in choices and type(value) in {type(c) for c in choices}:
+            return value
+        hint_text = ""
+        if isinstance(value, str):
+            close = difflib.get_close_matches(value, [str(c) for c in choices], n=1)
+            hint_text = f", did you mean {close[0]!r}?" if close else ""
+        problems.add(path, f"{value!r} is not one of {', '.join(map(repr, choices))}{hint_text}")
+        return _FAIL
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path, problems)
+    if origin is tuple:
+        (item_hint, _ellipsis) = typing.get_args(hint)
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            problems.add(path, f"must be a list, not {type(value).__name__}")
+            return _FAIL
+        items = [_convert(v, item_hint, f"{path}[{i}]", problems, {}) for i, v in enumerate(value)]
+        return tuple(items)
+    if origin is dict:
+        _key_hint, item_hint = typing.get_args(hint)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            problems.add(path, f"must be a mapping, not {type(value).__name__}")
+            return _FAIL
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+                problems.add(_join(path, str(k)), "names must be letters, digits and _")
+                continue
+            out[k] = _convert(v, item_hint, _join(path, k), problems, {})
+        return out
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        problems.add(path, f"must be true or false, not {value!r}")
+        return _FAIL
+    if hint in (int, float):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if hint is float:
+            ok = ok or isinstance(value, float)
+        if not ok:
+            problems.add(path, f"must be {_type_name(hint)}, not {value!r}")
+            return _FAIL
+        low, high = meta.get("min"), meta.get("max")
+        if low is not None and value < low:
+            problems.add(path, f"{value} is below the minimum {low}")
+            return _FAIL
+        if high is not None and value > high:
+            problems.add(path, f"{value} is above the maximum {high}")
+            return _FAIL
+        return hint(value)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        problems.add(path, f"must be a string, not {value!r}")
+        return _FAIL
+    raise TypeError(f"unsupported config type {hint!r} at {path}")  # pragma: no cover
+
+
+def _build(cls: type, data: Any, path: str, problems: _Problems) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.add(path, f"must be a mapping, not {type(data).__name__}")
+        return _FAIL
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f", did you mean {close[0]!r}?" if close else ""
+            problems.add(_join(path, str(key)), f"unknown key{hint}")
+            continue
+        result = _convert(value, hints[key], _join(path, key), problems, dict(fields[key].metadata))
+        if result is not _FAIL:
+            kwargs[key] = result
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:  # pragma: no cover - defaults always construct
+        problems.add(path, str(exc))
+        return _FAIL
+
+
+_FUNCTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,62}")
+_PIN_KINDS_SINGLE = {"button", "led", "pwm_led", "buzzer", "output", "pwm_output", "servo", "input"}
+_PWM_KINDS = {"pwm_led", "pwm_output", "servo", "rgb_led"}
+_FIXED_PULL_PINS = {2, 3}  # I2C pins with fixed 1.8 kOhm pull-ups on every Pi
+_VERBS_BY_KIND = {
+    "led": {"on", "off", "toggle", "set", "blink", "read"},
+    "pwm_led": {"on", "off", "toggle", "set", "value", "blink", "pulse", "read"},
+    "rgb_led": {"on", "off", "toggle", "set", "value", "blink", "pulse", "read"},
+    "buzzer": {"on", "off", "toggle", "set", "blink", "read"},
+    "output": {"on", "off", "toggle", "set", "blink", "read"},
+    "pwm_output": {"on", "off", "toggle", "set", "value", "blink", "pulse", "read"},
+    "servo": {"angle", "read"},
+    "input": {"read"},
+    "button": {"read"},
+}
+
+
+def _check(config: Config, problems: _Problems) -> None:
+    """Cross-field rules that a type cannot express."""
+    used: dict[int, str] = {}
+    for name, dev in config.devices.items():
+        path = f"devices.{name}"
+        pins = list(dev.pins) if dev.kind == "rgb_led" else [dev.pin]
+        if dev.kind == "rgb_led":
+            if len(dev.pins) != 3:
+                problems.add(f"{path}.pins", "an rgb_led needs exactly 3 pins: [red, green, blue]")
+                pins = []
+            if dev.pin is not None:
+                problems.add(f"{path}.pin", "an rgb_led uses 'pins', not 'pin'")
+        elif dev.pin is None:
+            problems.add(f"{path}.pin", f"a {dev.kind} needs a pin")
+            pins = []
+        elif dev.pins:
+            problems.add(f"{path}.pins", f"a {dev.kind} uses 'pin', not 'pins'")
+        for pin in pins:
+            if pin is None:
+                continue
+            if not 2 <= pin <= 27:
+                problems.add(f"{path}.pin", f"{pin} is not a usable BCM GPIO pin (2-27)")
+            elif pin in used:
+                problems.add(f"{path}.pin", f"GPIO{pin} is already used by '{used[pin]}'")
+            else:
+                used[pin] = name
+            if (
+                pin in _FIXED_PULL_PINS
+                and dev.kind in ("button", "input")
+                and dev.pull_up is not True
+            ):
+                problems.add(
+                    f"{path}.pull_up",
+                    f"GPIO{pin} has a fixed pull-up resistor; pull_up must be true",
+                )
+        if dev.min_pulse_ms >= dev.max_pulse_ms:
+            problems.add(f"{path}.max_pulse_ms", "must be greater than min_pulse_ms")
+    for section, ref, kinds in (
+        ("ptt.device", config.ptt.device, {"button"}),
+        ("status_light.device", config.status_light.device, {"led", "pwm_led", "rgb_led"}),
+    ):
+        if ref is None:
+            continue
+        dev = config.devices.get(ref)
+        if dev is None:
+            problems.add(section, f"no device named {ref!r} in devices{_did_you_mean(ref, config)}")
+        elif dev.kind not in kinds:
+            problems.add(section, f"device {ref!r} is a {dev.kind}, expected {' or '.join(kinds)}")
+    names: set[str] = set()
+    for i, tool in enumerate(config.tools):
+        path = f"tools[{i}]"
+        if not _FUNCTION_NAME.fullmatch(tool.name):
+            problems.add(f"{path}.name", f"{tool.name!r} is not a valid function name")
+        elif tool.name in names:
+            problems.add(f"{path}.name", f"{tool.name!r} is declared twice")
+        names.add(tool.name)
+        if not tool.description:
+            problems.add(f"{path}.description", "tools need a description for the model")
+        dev = config.devices.get(tool.device)
+        if dev is None:
+            problems.add(
+                f"{path}.device",
+                f"no device named {tool.device!r} in devices{_did_you_mean(tool.device, config)}",
+            )
+        elif tool.verb not in _VERBS_BY_KIND[dev.kind]:
+            allowed = ", ".join(sorted(_VERBS_BY_KIND[dev.kind]))
+            problems.add(f"{path}.verb", f"a {dev.kind} cannot {tool.verb!r}; allowed: {allowed}")
+        if tool.min is not None and tool.max is not None and tool.min > tool.max:
+            problems.add(f"{path}.max", "must not be below min")
+        if tool.auto_off_s is not None and dev is not None and dev.kind in ("servo", "input"):
+            problems.add(f"{path}.auto_off_s", f"a {dev.kind} cannot be switched off")
+    if config.control.enabled and not re.fullmatch(r"0?[0-7]{3}", config.control.mode):
+        problems.add("control.mode", f"{config.control.mode!r} is not an octal mode like 0660")
+    if config.camera.backend != "none" and config.camera.mode == "on_demand" and "look" in names:
+        problems.add("tools", "'look' is the camera's built-in tool name; rename your tool")
+
+
+def _did_you_mean(name: str, config: Config) -> str:
+    close = difflib.get_close_matches(name, list(config.devices), n=1)
+    return f", did you mean {close[0]!r}?" if close else ""
+
+
+def parse_config(data: Any) -> Config:
+    """Validate an already-loaded YAML document; raise ConfigError with every problem."""
+    problems = _Problems()
+    config = _build(Config, data, "", problems)
+    if not problems:
+        _check(config, problems)
+    if problems:
+        raise ConfigError(list(problems))
+    return config
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Load and validate a YAML file (``None`` = built-in defaults)."""
+    if path is None:
+        return parse_config({})
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    return parse_config(data)
+
+
+def replace(config: Config, **sections: Any) -> Config:
+    """Copy ``config`` with some sections replaced (for CLI overrides and tests)."""
+    return dataclasses.replace(config, **sections)
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def resolve_api_key(live: LiveSettings, environ: typing.Mapping[str, str] | None = None) -> str:
+    """Find the API key: ``live.api_key_file``, then the systemd credential, then the env var.
+
+    The error names every place that was looked at, never a value.
+    """
+    env = os.environ if environ is None else environ
+    if live.api_key_file:
+        return _read_secret(Path(live.api_key_file), "live.api_key_file")
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        cred = Path(cred_dir) / live.credential_name
+        if cred.exists():
+            return _read_secret(cred, f"systemd credential {live.credential_name!r}")
+    key = env.get(live.api_key_env, "").strip()
+    if key:
+        return key
+    places = [f"environment variable {live.api_key_env} (live.api_key_env)"]
+    places.append("a file named by live.api_key_file")
+    places.append(
+        f"systemd credential {live.credential_name!r} in $CREDENTIALS_DIRECTORY"
+        + ("" if cred_dir else " (not set)")
+    )
+    raise ConfigError("no Gemini API key found; looked in: " + "; ".join(places))
+
+
+def _read_secret(path: Path, what: str) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+    secret = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not secret:
+        raise ConfigError(f"{what}: {path} is empty")
+    return secret
+
+
+# --------------------------------------------------------------------------- docs
+
+
+def iter_options(cls: type = Config, prefix: str = "") -> typing.Iterator[tuple[str, Any, str]]:
+    """Yield (dotted path, default, doc) for every option; tests use it to keep docs honest."""
+    for f in dataclasses.fields(cls):
+        path = _join(prefix, f.name)
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            yield from iter_options(hint, path)
+            continue
+        origin = typing.get_origin(hint)
+        item = typing.get_args(hint)[-1] if origin in (dict, tuple) else None
+        if origin is tuple:
+            item = typing.get_args(hint)[0]
+        if item is not None and dataclasses.is_dataclass(item):
+            marker = "[]" if origin is tuple else ".*"
+            yield from iter_options(item, path + marker)
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        yield path, default, f.metadata.get("doc", "")

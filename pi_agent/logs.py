@@ -1,0 +1,63 @@
+"""Logging setup that keeps secrets out of every line, whoever logs them."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+_secrets: set[str] = set()
+_lock = threading.Lock()
+REDACTED = "[REDACTED]"
+
+
+def add_secret(secret: str | None) -> None:
+    """Register a value that must never appear in a log line (API key, token)."""
+    if secret and len(secret) >= 4:
+        with _lock:
+            _secrets.add(secret)
+
+
+def redact(text: str) -> str:
+    """Replace every registered secret in ``text``."""
+    for secret in tuple(_secrets):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites records whose rendered message holds a secret.
+
+    Installed on handlers, so it also covers third-party loggers such as
+    websocket-client's trace output, which prints request headers.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _secrets:
+            return True
+        message = record.getMessage()
+        clean = redact(message)
+        if record.exc_info and record.exc_info[1] is not None:
+            exc_text = logging.Formatter().formatException(record.exc_info)
+            if redact(exc_text) != exc_text:
+                record.exc_text = redact(exc_text)
+                record.exc_info = None
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def setup_logging(level: str | int = "INFO", stream=None) -> logging.Handler:
+    """Log to stderr (journald captures it) with secrets redacted; return the handler."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_pi_agent", False):
+            root.removeHandler(old)
+    handler._pi_agent = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level if isinstance(level, int) else level.upper())
+    return handler
