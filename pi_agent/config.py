@@ -57,7 +57,9 @@ class LiveSettings:
     )
     input_transcription: bool = opt(True, "Ask for transcripts of what the user said.")
     output_transcription: bool = opt(True, "Ask for transcripts of what the model said.")
-    temperature: float | None = opt(None, "Sampling temperature; null = model default.", min=0, max=2)
+    temperature: float | None = opt(
+        None, "Sampling temperature; null = model default.", min=0, max=2
+    )
     hands_free: bool = opt(
         False, "Automatic voice activity detection, mic always streaming (no button needed)."
     )
@@ -180,13 +182,23 @@ class DeviceSettings:
     pins: tuple[int, ...] = opt((), "BCM pins red, green, blue for an rgb_led.")
     description: str = opt("", "What it is, for people and for tool descriptions.")
     active_high: bool = opt(True, "False when the device is on at a low pin (many relay boards).")
-    initial: float = opt(0.0, "Value at start-up (0 = off).", min=0, max=1)
-    safe: float | None = opt(0.0, "Value restored on shutdown or error; null = leave as is.")
+    initial: float = opt(
+        0.0, "Value at start-up (0 = off; led/buzzer/output: 0 or 1).", min=0, max=1
+    )
+    safe: float | None = opt(
+        0.0, "Value restored on shutdown (0-1; led/buzzer/output: 0 or 1); null = leave as is."
+    )
     pull_up: bool | None = opt(True, "Inputs/buttons: pull-up (true), pull-down (false), none.")
     bounce_time: float | None = opt(None, "Inputs: debounce seconds.", min=0, max=1)
     frequency: int = opt(100, "PWM frequency in Hz.", min=1, max=10000)
     min_pulse_ms: float = opt(1.0, "Servo pulse width at -90 degrees, ms.", min=0.1, max=5)
     max_pulse_ms: float = opt(2.0, "Servo pulse width at +90 degrees, ms.", min=0.1, max=5)
+    initial_angle: float | None = opt(
+        None, "Servo: angle at start-up; null = no pulses until the first move.", min=-90, max=90
+    )
+    safe_angle: float | None = opt(
+        None, "Servo: angle to return to on shutdown; null = stay where it is.", min=-90, max=90
+    )
 
 
 @dataclass(frozen=True)
@@ -195,10 +207,12 @@ class PttSettings:
 
     device: str | None = opt(None, "Name of a button device; null = no button.")
     mode: Literal["hold", "toggle"] = opt("hold", "hold: talk while held; toggle: press/press.")
-    min_press_ms: int = opt(60, "Presses shorter than this are bounces.", min=0, max=1000)
+    min_press_ms: int = opt(
+        60, "Presses shorter than this are bounces or taps that cancel the turn.", min=0, max=1000
+    )
     long_press_s: float = opt(3.0, "A press this long triggers long_press_action.", min=0.3)
     long_press_action: Literal["none", "cancel", "mute", "restart_session"] = opt(
-        "cancel", "What a long press does."
+        "cancel", "What a long press does (toggle mode only: in hold mode holding is talking)."
     )
 
 
@@ -207,7 +221,12 @@ class StatusLightSettings:
     """The LED that shows the agent's state."""
 
     device: str | None = opt(None, "Name of an led, pwm_led or rgb_led device; null = none.")
-    brightness: float = opt(1.0, "Peak brightness for PWM and RGB lights.", min=0.05, max=1)
+    brightness: float = opt(
+        1.0,
+        "Scales steady pwm_led levels and every rgb_led colour (pwm blinks/pulses peak at 1).",
+        min=0.05,
+        max=1,
+    )
 
 
 ToolVerb = Literal["on", "off", "toggle", "set", "value", "blink", "pulse", "angle", "read"]
@@ -476,6 +495,10 @@ def _check(config: Config, problems: _Problems) -> None:
                 )
         if dev.min_pulse_ms >= dev.max_pulse_ms:
             problems.add(f"{path}.max_pulse_ms", "must be greater than min_pulse_ms")
+        if dev.kind in ("led", "buzzer", "output"):
+            for key, value in (("initial", dev.initial), ("safe", dev.safe)):
+                if value not in (None, 0, 1):
+                    problems.add(f"{path}.{key}", f"a {dev.kind} is on or off: use 0 or 1")
     for section, ref, kinds in (
         ("ptt.device", config.ptt.device, {"button"}),
         ("status_light.device", config.status_light.device, {"led", "pwm_led", "rgb_led"}),
@@ -508,6 +531,10 @@ def _check(config: Config, problems: _Problems) -> None:
             problems.add(f"{path}.verb", f"a {dev.kind} cannot {tool.verb!r}; allowed: {allowed}")
         if tool.min is not None and tool.max is not None and tool.min > tool.max:
             problems.add(f"{path}.max", "must not be below min")
+        low, high = {"value": (0, 1), "angle": (-90, 90)}.get(tool.verb, (None, None))
+        for key, bound in (("min", tool.min), ("max", tool.max)):
+            if bound is not None and low is not None and not low <= bound <= high:
+                problems.add(f"{path}.{key}", f"{bound} is outside {low}..{high} for {tool.verb!r}")
         if tool.auto_off_s is not None and dev is not None and dev.kind in ("servo", "input"):
             problems.add(f"{path}.auto_off_s", f"a {dev.kind} cannot be switched off")
     if config.control.enabled and not re.fullmatch(r"0?[0-7]{3}", config.control.mode):

@@ -43,7 +43,7 @@ class Worker:
     def _main(self) -> None:
         try:
             self._run()
-        except BaseException as exc:  # noqa: BLE001 - a worker must report, not vanish
+        except BaseException as exc:  # a worker must report, not vanish
             self.error = exc
             log.exception("%s crashed", self.name)
 
@@ -70,5 +70,5 @@ def call_logged(callback: Callable[..., object], *args: object) -> None:
     """Run a callback so a bug in it is logged and never kills the calling I/O loop."""
     try:
         callback(*args)
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("callback %r failed", callback)

@@ -1,0 +1,181 @@
+"""The ``pi-agent`` command: run, demo, ctl, devices, check.
+
+``main(args=None) -> int`` so tests call it directly. Errors are one line
+(``DEBUG=1`` shows the traceback); a config mistake exits with code 2 and one
+line per problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .config import DEFAULT_CONFIG_PATH, Config, ControlSettings, load_config, resolve_api_key
+from .errors import ConfigError, PiAgentError
+from .logs import add_secret, setup_logging
+
+log = logging.getLogger("pi_agent")
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
+
+
+def _config_path(path: str | None) -> str | None:
+    if path:
+        return path
+    env = os.environ.get("PI_AGENT_CONFIG")
+    if env:
+        return env
+    return DEFAULT_CONFIG_PATH if os.path.exists(DEFAULT_CONFIG_PATH) else None
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(_config_path(getattr(args, "config", None)))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the agent until SIGINT/SIGTERM."""
+    from .agent import Agent
+
+    config = _load(args)
+    setup_logging(args.log_level or config.agent.log_level)
+    api_key = None if config.live.token_command else resolve_api_key(config.live)
+    add_secret(api_key)
+    agent = Agent(config, api_key=api_key)
+    return run_until_signal(agent)
+
+
+def run_until_signal(agent: Any) -> int:
+    """Run ``agent.run()`` on this thread; SIGINT/SIGTERM only ask it to stop."""
+    previous = {}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s received", signal.Signals(signum).name)
+        agent.stop()
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, on_signal)
+    try:
+        return agent.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    """Send one command to a running agent over its control socket."""
+    from .control import parse_command, send_command
+
+    if args.socket:
+        path = args.socket
+    elif args.config or _config_path(None):
+        path = _load(args).control.socket
+    else:
+        path = ControlSettings().socket
+    words = [args.command, *args.words]
+    try:
+        request = parse_command(" ".join(words))
+    except ValueError as exc:
+        print(f"pi-agent ctl: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        reply = send_command(path, request, timeout=args.timeout)
+    except (OSError, ValueError) as exc:
+        print(f"pi-agent ctl: the agent is not reachable at {path}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if not reply.get("ok"):
+        print(f"pi-agent ctl: {reply.get('error', 'failed')}", file=sys.stderr)
+        return EXIT_ERROR
+    if request["cmd"] == "status":
+        print(json.dumps(reply.get("status", {}), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """List audio devices and mark the ones the config would pick."""
+    from .audio import list_devices
+
+    config = _load(args)
+    print(list_devices(config.audio))
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import run_check
+
+    config = _load(args)
+    return run_check(config, skip_network=args.offline)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pi-agent", description="Gemini Live push-to-talk voice agent for the Raspberry Pi."
+    )
+    parser.add_argument("--version", action="version", version=f"pi-agent {__version__}")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Any, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        p.add_argument(
+            "--config",
+            "-c",
+            help=f"YAML config (default: $PI_AGENT_CONFIG or {DEFAULT_CONFIG_PATH} if present)",
+        )
+        return p
+
+    p = add("run", cmd_run, "Run the agent (what the systemd service does).")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+    p = add("demo", cmd_demo, "Try it without a Pi: the agent against a built-in fake server.")
+    p.add_argument("--script", action="store_true", help="non-interactive: run a scripted demo")
+    p.add_argument("--live", action="store_true", help="talk to the real Gemini Live API")
+    p.add_argument("--turns", type=int, default=2, help="turns in --script mode")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+    p = add("ctl", cmd_ctl, "Control a running agent: press, release, say, mute, volume, status.")
+    p.add_argument("--socket", help="control socket path (default: from the config)")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("command", help="press | release | say TEXT | mute | unmute | volume V | status")
+    p.add_argument("words", nargs="*", help="arguments of the command")
+
+    add("devices", cmd_devices, "List audio devices and what the config picks.")
+
+    p = add("check", cmd_check, "Self-test: config, key, audio, GPIO, camera, network, setup.")
+    p.add_argument("--offline", action="store_true", help="skip the network checks")
+    return parser
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pi-agent`` command."""
+    parser = build_parser()
+    ns = parser.parse_args(args)
+    if not logging.getLogger().handlers:
+        setup_logging(getattr(ns, "log_level", None) or "INFO")
+    try:
+        return ns.func(ns)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"pi-agent: config: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    except PiAgentError as exc:
+        if os.environ.get("DEBUG"):
+            raise
+        print(f"pi-agent: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK
