@@ -38,7 +38,7 @@ def parse_command(line: str) -> dict[str, Any]:
     line = line.strip()
     if not line:
         raise ValueError("empty command")
-    if line.startswith("{"):
+    if line.startswith(("{", "[")):
         try:
             request = json.loads(line)
         except ValueError as exc:
@@ -59,7 +59,8 @@ def parse_command(line: str) -> dict[str, Any]:
             raise ValueError(f"{word} takes no argument")
     cmd = request.get("cmd")
     if cmd not in COMMANDS:
-        raise ValueError(f"unknown command {cmd!r}; known: {', '.join(COMMANDS)}")
+        shown = repr(cmd) if len(repr(cmd)) <= 40 else repr(cmd)[:37] + "..."
+        raise ValueError(f"unknown command {shown}; known: {', '.join(COMMANDS)}")
     if cmd == "say":
         text = request.get("text")
         if not isinstance(text, str) or not text.strip():
@@ -141,6 +142,8 @@ class ControlServer(Worker):
                 if not raw:
                     return
                 if len(raw) > MAX_LINE:
+                    while raw and not raw.endswith(b"\n"):  # skip the rest of the line
+                        raw = reader.readline(MAX_LINE)
                     reply = {"ok": False, "error": "request line too long"}
                 else:
                     reply = self._answer(raw.decode("utf-8", "replace"))
