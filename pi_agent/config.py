@@ -498,7 +498,7 @@ def _check(config: Config, problems: _Problems) -> None:
         if dev.kind in ("led", "buzzer", "output"):
             for key, value in (("initial", dev.initial), ("safe", dev.safe)):
                 if value not in (None, 0, 1):
-                    problems.add(f"{path}.{key}", f"a {dev.kind} is on or off: use 0 or 1")
+                    problems.add(f"{path}.{key}", f"must be 0 (off) or 1 (on) for a {dev.kind}")
     for section, ref, kinds in (
         ("ptt.device", config.ptt.device, {"button"}),
         ("status_light.device", config.status_light.device, {"led", "pwm_led", "rgb_led"}),
@@ -534,7 +534,9 @@ def _check(config: Config, problems: _Problems) -> None:
         low, high = {"value": (0, 1), "angle": (-90, 90)}.get(tool.verb, (None, None))
         for key, bound in (("min", tool.min), ("max", tool.max)):
             if bound is not None and low is not None and not low <= bound <= high:
-                problems.add(f"{path}.{key}", f"{bound} is outside {low}..{high} for {tool.verb!r}")
+                problems.add(
+                    f"{path}.{key}", f"{bound:g} is outside {low}..{high} for {tool.verb!r}"
+                )
         if tool.auto_off_s is not None and dev is not None and dev.kind in ("servo", "input"):
             problems.add(f"{path}.auto_off_s", f"a {dev.kind} cannot be switched off")
     if config.control.enabled and not re.fullmatch(r"0?[0-7]{3}", config.control.mode):

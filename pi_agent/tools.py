@@ -1,0 +1,758 @@
+"""Tools the model may call: YAML -> functionDeclarations -> validated GPIO verbs.
+
+A tool is one device and one verb from an allow-list, so the model can never
+name a Python attribute, a pin outside the config or a value outside the
+tool's bounds. :class:`ToolBox` owns the declarations and argument checks;
+:class:`ToolRunner` runs calls on the ``pi-agent-tools`` thread with a time
+limit, a per-tool rate limit, auto-off timers and cancellation/undo, and
+always answers with a FunctionResponse (an error one rather than a crash).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .config import ToolSettings
+from .devices import PWM_KINDS, Devices
+from .errors import ClosedError, ConfigError, ToolError
+from .threads import Worker, call_logged
+
+log = logging.getLogger(__name__)
+
+#: The only keys the Live API's OpenAPI-subset Schema may carry here; anything
+#: else (``additionalProperties``, ``default``, ``readOnly``...) risks a 1007.
+SCHEMA_KEYS = frozenset(
+    {
+        "type",
+        "description",
+        "properties",
+        "required",
+        "minimum",
+        "maximum",
+        "enum",
+        "items",
+        "nullable",
+        "format",
+    }
+)
+SCHEMA_TYPES = frozenset({"OBJECT", "BOOLEAN", "NUMBER", "INTEGER", "STRING", "ARRAY"})
+DECLARATION_KEYS = frozenset({"name", "description", "parameters", "behavior"})
+
+BLINK_PERIOD_S = (0.2, 5.0)  # bounds of one on+off (or fade up+down) cycle
+DEFAULT_PERIOD_S = 1.0
+BUILTIN_TIMEOUT_S = 10.0
+
+
+def check_schema(schema: Any, path: str = "parameters") -> None:
+    """Raise ValueError if ``schema`` strays outside the OpenAPI subset the API takes."""
+    if not isinstance(schema, dict):
+        raise ValueError(f"{path}: a schema must be an object")
+    unknown = set(schema) - SCHEMA_KEYS
+    if unknown:
+        raise ValueError(f"{path}: unsupported schema keys {sorted(unknown)}")
+    kind = schema.get("type")
+    if kind not in SCHEMA_TYPES:
+        raise ValueError(f"{path}.type: {kind!r} is not one of {sorted(SCHEMA_TYPES)}")
+    if kind == "OBJECT":
+        props = schema.get("properties")
+        if not isinstance(props, dict) or not props:
+            # The API answers "properties: should be non-empty for OBJECT type".
+            raise ValueError(f"{path}.properties: an OBJECT needs at least one property")
+        for key, sub in props.items():
+            check_schema(sub, f"{path}.properties.{key}")
+        required = schema.get("required", [])
+        if not isinstance(required, list) or not set(required) <= set(props):
+            raise ValueError(f"{path}.required: must list names from properties")
+    if "items" in schema:
+        check_schema(schema["items"], f"{path}.items")
+
+
+def check_declaration(declaration: Any) -> None:
+    """Raise ValueError unless ``declaration`` is a FunctionDeclaration the API accepts."""
+    if not isinstance(declaration, dict):
+        raise ValueError("a function declaration must be an object")
+    unknown = set(declaration) - DECLARATION_KEYS
+    if unknown:
+        raise ValueError(f"unsupported declaration keys {sorted(unknown)}")
+    name = declaration.get("name")
+    if not isinstance(name, str) or not _valid_name(name):
+        raise ValueError(f"{name!r} is not a valid function name ([A-Za-z0-9_-]{{1,63}})")
+    if not isinstance(declaration.get("description"), str) or not declaration["description"]:
+        raise ValueError(f"{name}: a declaration needs a description")
+    if "parameters" in declaration:
+        check_schema(declaration["parameters"], f"{name}.parameters")
+        if declaration["parameters"].get("type") != "OBJECT":
+            raise ValueError(f"{name}.parameters: the top level must be an OBJECT")
+
+
+def _valid_name(name: str) -> bool:
+    ok = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+    return 1 <= len(name) <= 63 and set(name) <= ok and not name[0].isdigit()
+
+
+# --------------------------------------------------------------------------- toolbox
+
+
+@dataclass(frozen=True)
+class Param:
+    """One argument a verb takes; it becomes a Schema property and a validator."""
+
+    name: str
+    type: str  # BOOLEAN | NUMBER | INTEGER
+    description: str
+    required: bool = True
+    minimum: float | None = None
+    maximum: float | None = None
+    default: Any = None
+
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type, "description": self.description}
+        if self.minimum is not None:
+            out["minimum"] = self.minimum
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
+        return out
+
+    def spec(self) -> str:
+        """``value (number 0 to 0.8, required)`` for error messages."""
+        kind = {"BOOLEAN": "true or false", "NUMBER": "number", "INTEGER": "integer"}[self.type]
+        bounds = ""
+        if self.minimum is not None and self.maximum is not None:
+            bounds = f" {self.minimum:g} to {self.maximum:g}"
+        need = "required" if self.required else f"optional, default {self.default:g}"
+        return f"{self.name} ({kind}{bounds}, {need})"
+
+    def check(self, tool: str, value: Any) -> Any:
+        """The value converted to its Python type, or ToolError saying what is allowed."""
+        where = f"argument {self.name!r} of {tool}"
+        if self.type == "BOOLEAN":
+            if not isinstance(value, bool):
+                raise ToolError(f"{where} must be true or false, not {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            kind = "whole number" if self.type == "INTEGER" else "number"
+            raise ToolError(f"{where} must be a {kind}, not {value!r}")
+        if not math.isfinite(value):
+            raise ToolError(f"{where} must be a finite number, not {value!r}")
+        if self.type == "INTEGER":
+            if value != int(value):
+                raise ToolError(f"{where} must be a whole number, not {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+        low, high = self.minimum, self.maximum
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ToolError(f"{where} is {value:g}, outside the allowed {low:g} to {high:g}")
+        return value
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A YAML tool bound to its device kind and its derived parameters."""
+
+    settings: ToolSettings
+    kind: str
+    params: tuple[Param, ...]
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def verb(self) -> str:
+        return self.settings.verb
+
+    @property
+    def device(self) -> str:
+        return self.settings.device
+
+    def declaration(self) -> dict[str, Any]:
+        decl: dict[str, Any] = {"name": self.name, "description": self.settings.description}
+        if self.params:  # no-arg verbs omit parameters: an empty OBJECT is rejected
+            decl["parameters"] = {
+                "type": "OBJECT",
+                "properties": {p.name: p.schema() for p in self.params},
+                "required": [p.name for p in self.params if p.required],
+            }
+            if not decl["parameters"]["required"]:
+                del decl["parameters"]["required"]
+        return decl
+
+    def signature(self) -> str:
+        if not self.params:
+            return "it takes no arguments"
+        return "it takes: " + "; ".join(p.spec() for p in self.params)
+
+
+def _params_for(t: ToolSettings, kind: str, device_text: str) -> tuple[Param, ...]:
+    """The arguments a verb takes; the YAML may override the main one's description."""
+    what = device_text or t.device
+    custom = t.parameter_description
+    verb = t.verb
+    if verb == "set":
+        return (
+            Param("on", "BOOLEAN", custom or f"true switches {what} on, false switches it off."),
+        )
+    if verb == "value":
+        low = 0.0 if t.min is None else t.min
+        high = 1.0 if t.max is None else t.max
+        text = custom or f"Level of {what}: {low:g} is the lowest allowed, {high:g} the highest."
+        return (Param("value", "NUMBER", text, minimum=low, maximum=high),)
+    if verb == "angle":
+        low = -90.0 if t.min is None else t.min
+        high = 90.0 if t.max is None else t.max
+        text = custom or f"Angle of {what} in degrees, {low:g} to {high:g}."
+        return (Param("angle", "NUMBER", text, minimum=low, maximum=high),)
+    if verb in ("blink", "pulse"):
+        top = max(BLINK_PERIOD_S[0], min(BLINK_PERIOD_S[1], t.max_duration_s))
+        period = min(DEFAULT_PERIOD_S, top)
+        count = max(1, min(3, t.max_count, int(t.max_duration_s / period)))
+        return (
+            Param(
+                "count",
+                "INTEGER",
+                custom or f"How many times to {verb}.",
+                required=False,
+                minimum=1,
+                maximum=t.max_count,
+                default=count,
+            ),
+            Param(
+                "period_s",
+                "NUMBER",
+                f"Seconds per {verb} (on and off together).",
+                required=False,
+                minimum=BLINK_PERIOD_S[0],
+                maximum=top,
+                default=period,
+            ),
+        )
+    return ()
+
+
+@dataclass
+class _Builtin:
+    declaration: dict[str, Any]
+    handler: Callable[[dict], dict]
+    timeout_s: float
+
+
+class ToolBox:
+    """The model's tools: YAML tools on devices plus built-ins (e.g. the camera's ``look``).
+
+    Not thread-safe by itself: :class:`ToolRunner` serialises every device
+    action on its own lock.
+    """
+
+    def __init__(self, tools: Iterable[ToolSettings], devices: Devices):
+        self.devices = devices
+        self._tools: dict[str, Tool] = {}
+        self._builtins: dict[str, _Builtin] = {}
+        problems = []
+        for t in tools:
+            if t.device not in devices:
+                problems.append(f"tool {t.name!r}: no device named {t.device!r}")
+                continue
+            settings = devices.settings(t.device)
+            if t.name in self._tools:
+                problems.append(f"tool {t.name!r} is declared twice")
+                continue
+            tool = Tool(t, settings.kind, _params_for(t, settings.kind, settings.description))
+            try:
+                check_declaration(tool.declaration())
+            except ValueError as exc:
+                problems.append(f"tool {t.name!r}: {exc}")
+                continue
+            self._tools[t.name] = tool
+        if problems:
+            raise ConfigError(problems)
+
+    # -- declarations
+
+    @property
+    def names(self) -> list[str]:
+        return [*self._tools, *self._builtins]
+
+    def tool(self, name: str) -> Tool:
+        return self._tools[name]
+
+    def function_declarations(self) -> list[dict]:
+        """What goes into ``setup.tools[0].functionDeclarations``."""
+        out = [t.declaration() for t in self._tools.values()]
+        out += [dict(b.declaration) for b in self._builtins.values()]
+        return out
+
+    def add_builtin(
+        self,
+        declaration: dict,
+        handler: Callable[[dict], dict],
+        *,
+        timeout_s: float = BUILTIN_TIMEOUT_S,
+    ) -> None:
+        """Register a Python tool; ``handler(args)`` checks its own args.
+
+        It returns the response object (``{"result": ...}`` / ``{"error": ...}``,
+        or a bare dict that becomes the result) and may raise to report an error.
+        """
+        check_declaration(declaration)
+        name = declaration["name"]
+        if name in self._tools or name in self._builtins:
+            raise ValueError(f"a tool named {name!r} already exists")
+        self._builtins[name] = _Builtin(dict(declaration), handler, timeout_s)
+
+    def is_builtin(self, name: str) -> bool:
+        return name in self._builtins
+
+    def timeout_s(self, name: str) -> float:
+        if name in self._builtins:
+            return self._builtins[name].timeout_s
+        return self._tools[name].settings.timeout_s
+
+    def auto_off_s(self, device: str) -> float | None:
+        """Shortest ``auto_off_s`` of any tool on ``device``: it guards the device, not a tool."""
+        values = [
+            t.settings.auto_off_s
+            for t in self._tools.values()
+            if t.device == device and t.settings.auto_off_s is not None
+        ]
+        return min(values) if values else None
+
+    # -- validation and execution
+
+    def validate(self, name: str, args: Any) -> dict[str, Any]:
+        """Checked, typed, defaulted args; ToolError says exactly what is allowed."""
+        if name in self._builtins:
+            if args is not None and not isinstance(args, dict):
+                raise ToolError(f"the arguments of {name} must be an object")
+            return dict(args or {})
+        tool = self._tools.get(name)
+        if tool is None:
+            known = ", ".join(self.names) or "none"
+            raise ToolError(f"unknown tool {name!r}; available tools: {known}")
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise ToolError(f"the arguments of {name} must be an object; {tool.signature()}")
+        allowed = {p.name for p in tool.params}
+        extra = sorted(set(args) - allowed)
+        if extra:
+            raise ToolError(f"unexpected argument {extra[0]!r} for {name}; {tool.signature()}")
+        out: dict[str, Any] = {}
+        for p in tool.params:
+            if p.name not in args or args[p.name] is None:
+                if p.required:
+                    raise ToolError(f"missing argument {p.name!r} for {name}; {tool.signature()}")
+                out[p.name] = p.default
+            else:
+                out[p.name] = p.check(name, args[p.name])
+        if tool.verb in ("blink", "pulse"):
+            total = out["count"] * out["period_s"]
+            limit = tool.settings.max_duration_s
+            if total > limit + 1e-9:
+                raise ToolError(
+                    f"count × period_s = {out['count']} × {out['period_s']:g} s = {total:g} s is "
+                    f"longer than the {limit:g} s {name} allows"
+                )
+        return out
+
+    def execute(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Perform a validated call on its device and return the result object.
+
+        The result names the device and carries its new state; a blink or pulse
+        runs on gpiozero's background thread and reports how long it will take.
+        """
+        tool = self._tools[name]
+        device = self.devices.get(tool.device)
+        verb, kind, s = tool.verb, tool.kind, tool.settings
+        extra: dict[str, Any] = {}
+        if verb == "on" or (verb == "set" and args["on"]):
+            self._switch_on(tool, device)
+        elif verb == "off" or verb == "set":
+            device.off()
+        elif verb == "toggle":
+            if device.is_active:
+                device.off()
+            else:
+                self._switch_on(tool, device)
+        elif verb == "value":
+            level = args["value"]
+            device.value = (level,) * 3 if kind == "rgb_led" else level
+        elif verb == "angle":
+            device.angle = args["angle"]
+        elif verb in ("blink", "pulse"):
+            n, period = args["count"], args["period_s"]
+            peak = 1.0 if s.max is None else s.max
+            half = period / 2
+            if verb == "blink":
+                if kind == "rgb_led":
+                    device.blink(half, half, on_color=(peak,) * 3, n=n, background=True)
+                else:
+                    device.blink(on_time=half, off_time=half, n=n, background=True)
+            elif kind == "rgb_led":
+                device.pulse(half, half, on_color=(peak,) * 3, n=n, background=True)
+            else:
+                device.pulse(fade_in_time=half, fade_out_time=half, n=n, background=True)
+            running = "blinking" if verb == "blink" else "pulsing"
+            extra = {running: True, "count": n, "duration_s": round(n * period, 3)}
+        elif verb != "read":  # pragma: no cover - config allow-list
+            raise ToolError(f"verb {verb!r} is not supported")
+        return {"device": tool.device, **self.devices.state(tool.device), **extra}
+
+    @staticmethod
+    def _switch_on(tool: Tool, device: Any) -> None:
+        # A tool's max also caps "on" for dimmable outputs: a 0.8 ceiling means 0.8.
+        peak = 1.0 if tool.settings.max is None else tool.settings.max
+        if tool.kind in PWM_KINDS:
+            device.value = peak
+        elif tool.kind == "rgb_led":
+            device.value = (peak,) * 3
+        else:
+            device.on()
+
+    def run_builtin(self, name: str, args: Any) -> dict[str, Any]:
+        """Call a built-in handler and shape its answer into a response object."""
+        answer = self._builtins[name].handler(args)
+        if isinstance(answer, dict) and answer and set(answer) <= {"result", "error"}:
+            return answer
+        return {"result": answer if isinstance(answer, dict) else {"value": answer}}
+
+
+# --------------------------------------------------------------------------- runner
+
+_NOTHING = object()
+
+
+@dataclass(eq=False)
+class _Call:
+    id: str
+    name: str
+    args: Any
+    cancelled: bool = False
+    responded: bool = False
+    device: str | None = None
+    before: Any = _NOTHING  # snapshot for undo
+    undo: bool = False
+    generation: int = -1  # the device's change count right after this call
+    background_until: float | None = None  # a blink/pulse ends then (time.monotonic)
+
+
+class ToolRunner(Worker):
+    """Runs tool calls one at a time on the ``pi-agent-tools`` thread.
+
+    ``submit`` and ``cancel`` are called from the agent thread and never
+    block. Each call executes in a short-lived helper thread that the tool
+    thread waits on for at most the tool's ``timeout_s``, so a hung handler
+    (a camera, say) costs an error response, not the runner. ``on_response``
+    gets exactly one FunctionResponse per call that was not cancelled, on the
+    tool thread. Every device action, auto-off and undo holds one lock, so
+    they never interleave.
+
+    Auto-off is a timer per device (the shortest ``auto_off_s`` of its tools),
+    restarted by every call that leaves the device on; it fires whether or not
+    a session exists. ``stop()`` switches those devices off before it
+    cancels their timers.
+    """
+
+    name = "pi-agent-tools"
+
+    def __init__(
+        self,
+        toolbox: ToolBox,
+        on_response: Callable[[dict], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        history: int = 32,
+    ):
+        super().__init__()
+        self.toolbox = toolbox
+        self.devices = toolbox.devices
+        self._on_response = on_response
+        self._clock = clock
+        self._history = history
+        self._jobs: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()  # bookkeeping below
+        self._gpio = threading.RLock()  # every device action
+        self._queued: dict[str, _Call] = {}
+        self._running: _Call | None = None
+        self._done: OrderedDict[str, _Call] = OrderedDict()
+        self._rates: dict[str, deque[float]] = {}
+        self._generation: dict[str, int] = {}
+        self._auto_off: dict[str, threading.Timer] = {}
+        self._closed = False
+
+    # -- agent thread
+
+    @property
+    def busy(self) -> bool:
+        """True while a call is queued or running."""
+        with self._lock:
+            return bool(self._queued) or self._running is not None
+
+    def submit(self, call_id: str, name: str, args: dict) -> None:
+        """Queue one function call; its response comes later through ``on_response``."""
+        call = _Call(str(call_id), str(name), args)
+        with self._lock:
+            if self._closed:
+                raise ClosedError("the tool runner is stopped")
+            self._queued[call.id] = call
+        self._jobs.put(("call", call))
+
+    def cancel(self, ids: list[str]) -> list[str]:
+        """Handle ``toolCallCancellation``: return the ids acted on.
+
+        A queued or running call is dropped and its response is never sent. A
+        finished call that is still blinking is stopped, and one whose tool
+        declares ``undo`` has its device restored (only if nothing changed
+        the device since). Unknown ids are ignored.
+        """
+        acted: list[str] = []
+        reverts: list[_Call] = []
+        now = time.monotonic()
+        with self._lock:
+            for call_id in ids:
+                call = self._queued.pop(call_id, None)
+                if call is not None:
+                    call.cancelled = True
+                    acted.append(call_id)
+                elif self._running is not None and self._running.id == call_id:
+                    self._running.cancelled = True  # reverted once it returns
+                    acted.append(call_id)
+                else:
+                    call = self._done.get(call_id)
+                    if call is None or call.device is None:
+                        continue
+                    running = call.background_until is not None and now < call.background_until
+                    if (call.undo and call.before is not _NOTHING) or running:
+                        call.cancelled = True
+                        acted.append(call_id)
+                        reverts.append(call)
+        for call in reverts:
+            self._jobs.put(("revert", call))
+        return acted
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        super().start()
+        self._jobs.put(("arm", None))  # outputs already on at start-up get their timer too
+
+    def _wake(self) -> None:
+        self._jobs.put(("stop", None))
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop the thread, then switch auto-off devices off and cancel their timers."""
+        with self._lock:
+            self._closed = True
+        try:
+            super().stop(timeout)
+        finally:
+            self._shutdown_auto_off()
+
+    # -- tool thread
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                kind, item = self._jobs.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if kind == "stop":
+                break
+            try:
+                if kind == "call":
+                    self._handle(item)
+                elif kind == "revert":
+                    self._revert(item)
+                elif kind == "arm":
+                    with self._gpio:
+                        for name in self.devices:
+                            self._arm_auto_off(name)
+            except Exception:
+                log.exception("tool job %s failed", kind)
+        # Calls still queued get no answer: the session they belong to is ending.
+
+    def _handle(self, call: _Call) -> None:
+        with self._lock:
+            if call.cancelled:
+                return
+            if self._queued.get(call.id) is call:
+                del self._queued[call.id]
+            self._running = call
+        response: dict[str, Any]
+        try:
+            response = self._execute(call)
+        except Exception as exc:  # a bug must still produce an answer
+            log.exception("tool %s crashed", call.name)
+            response = {"error": f"{call.name} failed: {exc}"}
+        with self._lock:
+            self._running = None
+            cancelled = call.cancelled
+            call.responded = not cancelled
+            self._done[call.id] = call
+            while len(self._done) > self._history:
+                self._done.popitem(last=False)
+        if cancelled:
+            log.info("tool call %s (%s) cancelled; no response sent", call.id, call.name)
+            self._revert(call)
+            return
+        call_logged(self._on_response, {"id": call.id, "name": call.name, "response": response})
+
+    def _execute(self, call: _Call) -> dict[str, Any]:
+        box = self.toolbox
+        name = call.name
+        try:
+            args = box.validate(name, call.args)
+        except ToolError as exc:
+            return {"error": str(exc)}
+        if box.is_builtin(name):
+            return self._with_timeout(call, lambda: box.run_builtin(name, args), name)
+        tool = box.tool(name)
+        refusal = self._rate_limited(tool)
+        if refusal:
+            return {"error": refusal}
+        return self._with_timeout(call, lambda: {"result": self._act(call, tool, args)}, name)
+
+    def _rate_limited(self, tool: Tool) -> str | None:
+        limit = tool.settings.rate_limit_per_min
+        if limit is None:
+            return None
+        now = self._clock()
+        recent = self._rates.setdefault(tool.name, deque())
+        while recent and now - recent[0] >= 60:
+            recent.popleft()
+        if len(recent) >= limit:
+            wait = 60 - (now - recent[0])
+            return (
+                f"rate limit: {tool.name} may run at most {limit} times a minute; "
+                f"try again in {math.ceil(wait)} s"
+            )
+        recent.append(now)
+        return None
+
+    def _with_timeout(self, call: _Call, work: Callable[[], dict], name: str) -> dict[str, Any]:
+        timeout = self.toolbox.timeout_s(name)
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def helper() -> None:
+            try:
+                box["value"] = work()
+            except ToolError as exc:
+                box["value"] = {"error": str(exc)}
+            except Exception as exc:
+                log.warning("tool %s failed: %s", name, exc, exc_info=True)
+                box["value"] = {"error": f"{name} failed: {exc}"}
+            finally:
+                done.set()
+
+        threading.Thread(target=helper, name="pi-agent-tool-call", daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not done.wait(min(0.05, max(deadline - time.monotonic(), 0.001))):
+            if self.stopping.is_set():
+                return {"error": f"{name} was interrupted: the agent is stopping"}
+            if time.monotonic() >= deadline:
+                log.error("tool %s timed out after %.1f s", name, timeout)
+                return {"error": f"{name} timed out after {timeout:g} s"}
+        return box["value"]
+
+    def _act(self, call: _Call, tool: Tool, args: dict[str, Any]) -> dict[str, Any]:
+        """Runs on the helper thread, under the device lock."""
+        with self._gpio:
+            call.device = tool.device
+            call.undo = tool.settings.undo
+            if call.undo:
+                call.before = self.devices.snapshot(tool.device)
+            result = self.toolbox.execute(tool.name, args)
+            if "duration_s" in result:
+                call.background_until = time.monotonic() + result["duration_s"]
+            call.generation = self._bump(tool.device)
+            self._arm_auto_off(tool.device, blinking=call.background_until is not None)
+            return result
+
+    def _revert(self, call: _Call) -> None:
+        """Undo (or at least stop) a cancelled call, unless its device moved on since."""
+        if call.device is None:
+            return
+        with self._gpio:
+            if self._generation.get(call.device, 0) != call.generation:
+                log.info("cancelled call %s not undone: %s changed since", call.id, call.device)
+                return
+            try:
+                if call.undo and call.before is not _NOTHING:
+                    self.devices.restore(call.device, call.before)
+                    log.info("undid %s (%s) on %s", call.id, call.name, call.device)
+                elif call.background_until is not None and time.monotonic() < call.background_until:
+                    self.devices.get(call.device).off()
+                    log.info("stopped %s (%s) on %s", call.id, call.name, call.device)
+                else:
+                    return
+            except Exception:
+                log.exception("could not revert %s on %s", call.id, call.device)
+                return
+            self._bump(call.device)
+            self._arm_auto_off(call.device)
+
+    def _bump(self, device: str) -> int:
+        self._generation[device] = self._generation.get(device, 0) + 1
+        return self._generation[device]
+
+    # -- auto-off (device lock held)
+
+    def _arm_auto_off(self, device: str, *, blinking: bool = False) -> None:
+        delay = self.toolbox.auto_off_s(device)
+        if delay is None:
+            return
+        old = self._auto_off.pop(device, None)
+        if old is not None:
+            old.cancel()
+        if not blinking and not self.devices.get(device).is_active:
+            return
+        timer = threading.Timer(delay, self._auto_off_fire, args=(device,))
+        timer.name = "pi-agent-auto-off"
+        timer.daemon = True
+        self._auto_off[device] = timer
+        timer.start()
+
+    def _auto_off_fire(self, device: str) -> None:
+        with self._gpio:
+            if self._auto_off.get(device) is not threading.current_thread():
+                return  # replaced or cancelled meanwhile
+            del self._auto_off[device]
+            try:
+                self.devices.get(device).off()
+                self._bump(device)
+                log.warning(
+                    "auto-off: %s switched off after %g s", device, self.toolbox.auto_off_s(device)
+                )
+            except Exception:
+                log.exception("auto-off of %s failed", device)
+
+    def _shutdown_auto_off(self) -> None:
+        with self._gpio:
+            timers, self._auto_off = self._auto_off, {}
+            for device, timer in timers.items():
+                timer.cancel()
+                try:
+                    self.devices.get(device).off()
+                    log.info("auto-off: %s switched off at shutdown", device)
+                except Exception:
+                    log.exception("could not switch %s off at shutdown", device)
+
+
+__all__ = [
+    "SCHEMA_KEYS",
+    "Param",
+    "Tool",
+    "ToolBox",
+    "ToolRunner",
+    "check_declaration",
+    "check_schema",
+]
