@@ -1,0 +1,1764 @@
+"""A loopback Gemini Live server: faithful, strict and scriptable.
+
+Everything in pi-agent that talks to Gemini Live (the agent, the demo, the benchmark, the
+self-test) is tested against this server as if it were Google's. So it enforces the wire rules of
+``BidiGenerateContent`` (docs: /work/shared/live-protocol.md §2-7, checklist §12), answers with
+Google's close codes and reasons, and records every connection and client message for assertions.
+It ships inside the package, in the spirit of gpiozero's mock pins.
+
+Choices made where the real service is uncertain ([I] = inferred, not observed):
+
+- Bad API key: HTTP 400 ``INVALID_ARGUMENT`` at the upgrade (a missing key: 403). The real service
+  may instead complete the upgrade and close with 1007 ``API key not valid...`` (§7, §14.2).
+- ``setup.responseModalities`` (outside ``generationConfig``) and ``config`` are unknown fields ->
+  1007 ``Unknown name`` (§0, §14.1). Error paths use the proto (snake_case) names, as Google does.
+- A first message other than ``setup``, a second ``setup``, an empty message, ``TEXT`` modality on
+  the native-audio models, ``activityStart`` with automatic VAD: 1007 ``Request contains an
+  invalid argument.`` [I].
+- ``toolResponse``: a missing ``id`` -> 1007, an unknown ``id`` -> 1008 ``Requested entity was not
+  found.`` [I]; a response to a cancelled call is ignored (the race is legitimate).
+- Tool declarations: ``type: OBJECT`` with empty ``properties`` -> 1007 (as generateContent does).
+- Binary client frames are accepted (and counted); Google's handling of them is unknown.
+
+Threads: websockets' accept loop, one websockets handler thread per connection (it reads and
+validates), one ``fake-live-reply-N`` worker per connection (it speaks), and short timer threads
+for goAway/close. All state sits behind one condition, notified on every change, so tests wait
+with :meth:`FakeLiveServer.wait_for` instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import collections
+import dataclasses
+import json
+import logging
+import math
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.sync.server import Server, ServerConnection, serve
+
+__all__ = [
+    "CONSTRAINED_PATH",
+    "DEFAULT_MODELS",
+    "LIVE_PATH",
+    "ConnectionRecord",
+    "FakeLiveServer",
+    "Received",
+    "Reply",
+    "Sent",
+    "main",
+]
+
+log = logging.getLogger("pi_agent.sim.fake_live")
+
+LIVE_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+CONSTRAINED_PATH = (
+    "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained"
+)
+_PATH_RE = re.compile(
+    r"/ws/google\.ai\.generativelanguage\.(v1|v1beta|v1alpha)\.GenerativeService\."
+    r"(BidiGenerateContent|BidiGenerateContentConstrained)"
+)
+DEFAULT_MODELS = (
+    "gemini-3.8-live",
+    "gemini-3.8-live-extended-thinking",
+    "gemini-3.1-flash-live-preview",
+    "gemini-2.5-flash-native-audio-preview-12-2025",
+    "gemini-2.5-flash-native-audio-preview-09-2025",
+)
+DEFAULT_API_KEY = "fake-key"
+
+INVALID_ARGUMENT = "Request contains an invalid argument."
+NOT_FOUND = "Requested entity was not found."
+SESSION_NOT_FOUND = "BidiGenerateContent session not found"
+DEADLINE_EXPIRED = "Deadline expired before operation could complete."
+
+_OUT_RATE = 24000  # model audio: s16le mono 24 kHz, always (§6)
+_OUT_MIME = "audio/pcm;rate=24000"
+_MAX_REASON = 123  # RFC 6455 control frame payload (125) minus the 2-byte code
+_TOKENS_PER_S = 25  # audio tokens per second (§6)
+_FUNC_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_-]{0,62}")
+
+
+# --- records ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConnectionRecord:
+    """One upgraded WebSocket connection, as the server saw it."""
+
+    id: int
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    setup: dict[str, Any] | None = None  # the setup object exactly as sent (inside "setup")
+    resumed_handle: str | None = None
+    close_code: int | None = None  # the first close frame's code, whoever sent it; 1006 if none
+    close_reason: str | None = None
+    opened_at: float = 0.0  # time.monotonic()
+    closed_at: float | None = None
+
+
+@dataclass
+class Received:
+    """One client message, parsed but not normalised (snake_case stays snake_case)."""
+
+    conn_id: int
+    t: float  # time.monotonic()
+    message: dict[str, Any]
+    kind: str  # top-level key in camelCase: setup, clientContent, realtimeInput, toolResponse
+    sub: str | None  # realtimeInput field in camelCase (audio, video, text, activityStart, ...)
+
+
+@dataclass
+class Sent:
+    """One server message as it went on the wire (``message`` is None for raw/malformed sends)."""
+
+    conn_id: int
+    t: float
+    message: dict[str, Any] | None
+    kind: str | None  # first top-level key, e.g. "serverContent"
+
+
+@dataclass
+class Reply:
+    """What the fake model says for one turn.
+
+    ``audio`` is 24 kHz s16le mono PCM; None means a 440 Hz tone of ~60 ms per character of
+    ``text`` (at most 3 s). ``pace`` 0 sends as fast as possible, 1.0 in real time. Each of
+    ``tool_calls`` (name, args) goes out before the audio as its own ``toolCall`` and the turn
+    blocks until it is answered (or the server's ``tool_timeout``). ``input_transcription`` None
+    means "(N ms of audio)" when the turn had audio; "" means none.
+    """
+
+    text: str = "Hello from the fake Live server."
+    audio: bytes | None = None
+    chunk_ms: int = 40
+    pace: float = 0.0
+    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    input_transcription: str | None = None
+
+    def pcm(self) -> bytes:
+        """The audio to stream: ``audio`` or the generated tone."""
+        if self.audio is not None:
+            return self.audio
+        return _tone(min(3000, 60 * len(self.text)))
+
+
+# --- small helpers ------------------------------------------------------------------------------
+
+
+def _truncate(reason: str, limit: int = _MAX_REASON) -> str:
+    """Cut a close reason to ``limit`` UTF-8 bytes without splitting a character (§7)."""
+    return reason.encode()[:limit].decode("utf-8", "ignore")
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"([A-Z])", r"_\1", name).lower()
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _b64decode(text: str) -> bytes:
+    """Decode standard or URL-safe base64, padding optional (proto3 JSON accepts both)."""
+    if re.search(r"[^A-Za-z0-9+/\-_=]", text):
+        raise ValueError("bad base64 character")
+    body = text.rstrip("=").replace("-", "+").replace("_", "/")
+    if len(body) % 4 == 1:
+        raise ValueError("bad base64 length")
+    return base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+
+
+def _duration(seconds: float) -> str:
+    """protobuf JSON Duration: "10s", "0.500s"."""
+    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds:.3f}s"
+
+
+def _tone(ms: int, freq: float = 440.0) -> bytes:
+    """A 24 kHz s16le sine with 5 ms fades, so clicks never hide playback bugs."""
+    n = _OUT_RATE * ms // 1000
+    if n <= 0:
+        return b""
+    wave = 0.3 * np.sin(2 * np.pi * freq * np.arange(n) / _OUT_RATE)
+    fade = min(n // 2, _OUT_RATE * 5 // 1000)
+    if fade:
+        ramp = np.linspace(0.0, 1.0, fade)
+        wave[:fade] *= ramp
+        wave[-fade:] *= ramp[::-1]
+    return (wave * 32767).astype("<i2").tobytes()
+
+
+def _pcm_rate(mime: str) -> int:
+    match = re.search(r"rate=(\d+)", mime)
+    return int(match.group(1)) if match else 16000
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else f'"{value}"'
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# --- proto3 JSON schema of client messages (live-protocol.md §3) -------------------------------
+
+
+class _Invalid(Exception):
+    """A client error the real server answers with a close frame."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+def _invalid(detail: str = "") -> _Invalid:
+    if detail:
+        return _Invalid(1007, f"Invalid JSON payload received. {detail}")
+    return _Invalid(1007, INVALID_ARGUMENT)
+
+
+class _Scalar:
+    def __init__(self, proto: str) -> None:
+        self.proto = proto
+
+
+class _Enum:
+    def __init__(self, name: str, values: str, case_insensitive: bool = False) -> None:
+        self.name = name
+        self.values = values.split()
+        self.case_insensitive = case_insensitive
+
+
+class _Msg:
+    def __init__(self, name: str, fields: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.fields: dict[str, Any] = {}
+        self.lookup: dict[str, str] = {}
+        self.define(fields or {})
+
+    def define(self, fields: dict[str, Any]) -> None:
+        self.fields.update(fields)
+        for camel in fields:
+            self.lookup[camel] = camel
+            self.lookup[_snake(camel)] = camel
+
+
+class _List:
+    def __init__(self, item: Any) -> None:
+        self.item = item
+
+
+class _Map:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+_STR, _BOOL, _INT32, _INT64 = (_Scalar(p) for p in ("STRING", "BOOL", "INT32", "INT64"))
+_FLOAT, _DOUBLE, _BYTES = (_Scalar(p) for p in ("FLOAT", "DOUBLE", "BYTES"))
+_VALUE = _Scalar("google.protobuf.Value")  # any JSON
+_STRUCT = _Scalar("google.protobuf.Struct")  # any JSON object
+_TYPE_PREFIX = "type.googleapis.com/google.ai.generativelanguage.v1beta."
+
+_BLOB = _Msg("Blob", {"mimeType": _STR, "data": _BYTES})
+_FUNCTION_CALL = _Msg("FunctionCall", {"id": _STR, "name": _STR, "args": _STRUCT})
+_SCHEDULING = _Enum(
+    "FunctionResponse.Scheduling", "SCHEDULING_UNSPECIFIED SILENT WHEN_IDLE INTERRUPT"
+)
+_FUNCTION_RESPONSE = _Msg(
+    "FunctionResponse",
+    {
+        "id": _STR,
+        "name": _STR,
+        "response": _STRUCT,
+        "willContinue": _BOOL,
+        "scheduling": _SCHEDULING,
+        "parts": _List(_Msg("FunctionResponsePart", {"inlineData": _BLOB})),
+    },
+)
+_PART = _Msg(
+    "Part",
+    {
+        "text": _STR,
+        "inlineData": _BLOB,
+        "fileData": _Msg("FileData", {"mimeType": _STR, "fileUri": _STR}),
+        "functionCall": _FUNCTION_CALL,
+        "functionResponse": _FUNCTION_RESPONSE,
+        "thought": _BOOL,
+        "thoughtSignature": _BYTES,
+        "executableCode": _Msg("ExecutableCode", {"language": _STR, "code": _STR}),
+        "codeExecutionResult": _Msg("CodeExecutionResult", {"outcome": _STR, "output": _STR}),
+    },
+)
+_CONTENT = _Msg("Content", {"role": _STR, "parts": _List(_PART)})
+
+_SCHEMA = _Msg("Schema")  # the OpenAPI subset; anything else (readOnly, $schema...) is unknown
+_SCHEMA.define(
+    {
+        "type": _Enum(
+            "Type",
+            "TYPE_UNSPECIFIED STRING NUMBER INTEGER BOOLEAN ARRAY OBJECT NULL",
+            case_insensitive=True,
+        ),
+        "format": _STR,
+        "title": _STR,
+        "description": _STR,
+        "nullable": _BOOL,
+        "enum": _List(_STR),
+        "maxItems": _INT64,
+        "minItems": _INT64,
+        "properties": _Map(_SCHEMA),
+        "required": _List(_STR),
+        "items": _SCHEMA,
+        "minimum": _DOUBLE,
+        "maximum": _DOUBLE,
+        "minLength": _INT64,
+        "maxLength": _INT64,
+        "pattern": _STR,
+        "anyOf": _List(_SCHEMA),
+        "propertyOrdering": _List(_STR),
+        "default": _VALUE,
+        "example": _VALUE,
+    }
+)
+_FUNCTION_DECLARATION = _Msg(
+    "FunctionDeclaration",
+    {
+        "name": _STR,
+        "description": _STR,
+        "parameters": _SCHEMA,
+        "parametersJsonSchema": _VALUE,
+        "response": _SCHEMA,
+        "responseJsonSchema": _VALUE,
+        "behavior": _Enum("FunctionDeclaration.Behavior", "UNSPECIFIED BLOCKING NON_BLOCKING"),
+    },
+)
+_TOOL = _Msg(
+    "Tool",
+    {
+        "functionDeclarations": _List(_FUNCTION_DECLARATION),
+        "googleSearch": _Msg(
+            "GoogleSearch",
+            {"timeRangeFilter": _Msg("Interval", {"startTime": _STR, "endTime": _STR})},
+        ),
+        # Valid Tool fields that Live models reject (§3.1): checked after parsing.
+        "codeExecution": _STRUCT,
+        "urlContext": _STRUCT,
+        "googleMaps": _STRUCT,
+    },
+)
+_SPEECH_CONFIG = _Msg(
+    "SpeechConfig",
+    {
+        "voiceConfig": _Msg(
+            "VoiceConfig",
+            {"prebuiltVoiceConfig": _Msg("PrebuiltVoiceConfig", {"voiceName": _STR})},
+        ),
+        "languageCode": _STR,
+        "multiSpeakerVoiceConfig": _STRUCT,  # not supported by Live: rejected after parsing
+    },
+)
+_GENERATION_CONFIG = _Msg(
+    "GenerationConfig",
+    {
+        "responseModalities": _List(
+            _Enum("GenerationConfig.Modality", "MODALITY_UNSPECIFIED TEXT IMAGE AUDIO")
+        ),
+        "speechConfig": _SPEECH_CONFIG,
+        "temperature": _FLOAT,
+        "topP": _FLOAT,
+        "topK": _INT32,
+        "maxOutputTokens": _INT32,
+        "seed": _INT32,
+        "candidateCount": _INT32,
+        "presencePenalty": _FLOAT,
+        "frequencyPenalty": _FLOAT,
+        "mediaResolution": _Enum(
+            "GenerationConfig.MediaResolution",
+            "MEDIA_RESOLUTION_UNSPECIFIED MEDIA_RESOLUTION_LOW MEDIA_RESOLUTION_MEDIUM "
+            "MEDIA_RESOLUTION_HIGH",
+        ),
+        "thinkingConfig": _Msg(
+            "ThinkingConfig",
+            {
+                "thinkingLevel": _Enum(
+                    "ThinkingConfig.ThinkingLevel",
+                    "THINKING_LEVEL_UNSPECIFIED MINIMAL LOW MEDIUM HIGH",
+                ),
+                "thinkingBudget": _INT32,
+                "includeThoughts": _BOOL,
+            },
+        ),
+        "enableAffectiveDialog": _BOOL,
+        "translationConfig": _Msg(
+            "TranslationConfig", {"targetLanguageCode": _STR, "echoTargetLanguage": _BOOL}
+        ),
+        # Valid GenerationConfig fields rejected for Live (§3.1): checked after parsing.
+        "responseLogprobs": _BOOL,
+        "responseMimeType": _STR,
+        "logprobs": _INT32,
+        "responseSchema": _SCHEMA,
+        "responseJsonSchema": _VALUE,
+        "stopSequences": _List(_STR),
+        "routingConfig": _STRUCT,
+        "audioTimestamp": _BOOL,
+    },
+)
+_UNSUPPORTED_GENERATION = [
+    "responseLogprobs",
+    "responseMimeType",
+    "logprobs",
+    "responseSchema",
+    "responseJsonSchema",
+    "stopSequences",
+    "routingConfig",
+    "audioTimestamp",
+]
+_TRANSCRIPTION = _Msg(
+    "AudioTranscriptionConfig",
+    {
+        "languageCodes": _List(_STR),
+        "customVocabulary": _List(_STR),
+        "mode": _STR,
+        "wordTimestamp": _BOOL,
+        "diarization": _BOOL,
+    },
+)
+_SETUP = _Msg(
+    "BidiGenerateContentSetup",
+    {
+        "model": _STR,
+        "generationConfig": _GENERATION_CONFIG,
+        "systemInstruction": _CONTENT,
+        "tools": _List(_TOOL),
+        "realtimeInputConfig": _Msg(
+            "RealtimeInputConfig",
+            {
+                "automaticActivityDetection": _Msg(
+                    "AutomaticActivityDetection",
+                    {
+                        "disabled": _BOOL,
+                        "startOfSpeechSensitivity": _Enum(
+                            "StartSensitivity",
+                            "START_SENSITIVITY_UNSPECIFIED START_SENSITIVITY_HIGH "
+                            "START_SENSITIVITY_LOW",
+                        ),
+                        "endOfSpeechSensitivity": _Enum(
+                            "EndSensitivity",
+                            "END_SENSITIVITY_UNSPECIFIED END_SENSITIVITY_HIGH END_SENSITIVITY_LOW",
+                        ),
+                        "prefixPaddingMs": _INT32,
+                        "silenceDurationMs": _INT32,
+                    },
+                ),
+                "activityHandling": _Enum(
+                    "ActivityHandling",
+                    "ACTIVITY_HANDLING_UNSPECIFIED START_OF_ACTIVITY_INTERRUPTS NO_INTERRUPTION",
+                ),
+                "turnCoverage": _Enum(
+                    "TurnCoverage",
+                    "TURN_COVERAGE_UNSPECIFIED TURN_INCLUDES_ONLY_ACTIVITY TURN_INCLUDES_ALL_INPUT "
+                    "TURN_INCLUDES_AUDIO_ACTIVITY_AND_ALL_VIDEO",
+                ),
+            },
+        ),
+        "inputAudioTranscription": _TRANSCRIPTION,
+        "outputAudioTranscription": _TRANSCRIPTION,
+        "sessionResumption": _Msg("SessionResumptionConfig", {"handle": _STR}),
+        "contextWindowCompression": _Msg(
+            "ContextWindowCompressionConfig",
+            {
+                "triggerTokens": _INT64,
+                "slidingWindow": _Msg("SlidingWindow", {"targetTokens": _INT64}),
+            },
+        ),
+        "proactivity": _Msg("ProactivityConfig", {"proactiveAudio": _BOOL}),
+        "historyConfig": _Msg("HistoryConfig", {"initialHistoryInClientContent": _BOOL}),
+        "safetySettings": _List(_Msg("SafetySetting", {"category": _STR, "threshold": _STR})),
+        "avatarConfig": _STRUCT,
+    },
+)
+_EMPTY = _Msg("Empty")
+_CLIENT_MESSAGE = _Msg(
+    "BidiGenerateContentClientMessage",
+    {
+        "setup": _SETUP,
+        "clientContent": _Msg(
+            "BidiGenerateContentClientContent", {"turns": _List(_CONTENT), "turnComplete": _BOOL}
+        ),
+        "realtimeInput": _Msg(
+            "BidiGenerateContentRealtimeInput",
+            {
+                "mediaChunks": _List(_BLOB),
+                "audio": _BLOB,
+                "video": _BLOB,
+                "text": _STR,
+                "activityStart": _EMPTY,
+                "activityEnd": _EMPTY,
+                "audioStreamEnd": _BOOL,
+            },
+        ),
+        "toolResponse": _Msg(
+            "BidiGenerateContentToolResponse", {"functionResponses": _List(_FUNCTION_RESPONSE)}
+        ),
+    },
+)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _bad_value(path: str, type_name: str, value: Any) -> _Invalid:
+    return _invalid(f"Invalid value at '{path}' ({type_name}), {_short(value)}")
+
+
+def _parse(spec: Any, value: Any, path: str) -> Any:
+    """Validate ``value`` against ``spec`` like Google's proto3 JSON parser; return it normalised.
+
+    Message field names come back in camelCase; map keys and Struct/Value contents stay as sent;
+    bytes come back decoded; enum names come back upper-case.
+    """
+    if isinstance(spec, _Msg):
+        if not isinstance(value, dict):
+            raise _bad_value(path, _TYPE_PREFIX + spec.name, value)
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            camel = spec.lookup.get(key)
+            if camel is None:
+                where = f" at '{path}'" if path else ""
+                raise _invalid(f'Unknown name "{key}"{where}: Cannot find field.')
+            if camel in out:
+                raise _invalid(f"Duplicate field \"{key}\" at '{path}'.")
+            if item is not None:
+                out[camel] = _parse(spec.fields[camel], item, _join(path, _snake(camel)))
+        return out
+    if isinstance(spec, _List):
+        if not isinstance(value, list):
+            raise _bad_value(path, "list", value)
+        return [_parse(spec.item, item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(spec, _Map):
+        if not isinstance(value, dict):
+            raise _bad_value(path, "map", value)
+        return {
+            key: _parse(spec.value, item, f"{path}[{i}].value")
+            for i, (key, item) in enumerate(value.items())
+        }
+    if isinstance(spec, _Enum):
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(spec.values):
+            return spec.values[value]
+        name = value.upper() if isinstance(value, str) and spec.case_insensitive else value
+        if name not in spec.values:
+            raise _bad_value(path, _TYPE_PREFIX + spec.name, value)
+        return name
+    return _parse_scalar(spec, value, path)
+
+
+def _parse_scalar(spec: _Scalar, value: Any, path: str) -> Any:
+    kind = spec.proto
+    if spec is _VALUE:
+        return value
+    if spec is _STRUCT:
+        if not isinstance(value, dict):
+            raise _bad_value(path, "type.googleapis.com/google.protobuf.Struct", value)
+        return value
+    type_name = f"TYPE_{kind}"
+    if kind == "STRING" and isinstance(value, str):
+        return value
+    if kind == "BOOL" and isinstance(value, bool):
+        return value
+    if kind in ("INT32", "INT64") and not isinstance(value, bool):
+        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+            return int(value)
+        if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
+            return int(value)
+    if kind in ("FLOAT", "DOUBLE") and not isinstance(value, bool):
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    if kind == "BYTES" and isinstance(value, str):
+        try:
+            return _b64decode(value)
+        except (ValueError, binascii.Error):
+            detail = f"Base64 decoding failed for {_short(value)}"
+            raise _invalid(f"Invalid value at '{path}' ({type_name}), {detail}") from None
+    raise _bad_value(path, type_name, value)
+
+
+# --- one connection -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Conversation:
+    """What a resumption handle restores: the model and how far the conversation got."""
+
+    model: str
+    turns: int = 0
+    context_tokens: int = 0
+
+
+@dataclass
+class _Turn:
+    source: str  # activity, text, audioStreamEnd, clientContent
+    audio_bytes: int = 0
+    audio_ms: float = 0.0
+    texts: list[str] = field(default_factory=list)
+
+
+class _ConnectionClosedError(ConnectionError):
+    pass
+
+
+class _Session:
+    """Protocol state of one connection. The handler thread feeds it; its worker speaks."""
+
+    def __init__(
+        self, server: FakeLiveServer, conn: ServerConnection, record: ConnectionRecord, version: str
+    ) -> None:
+        self.server = server
+        self.cond = server._cond
+        self.conn = conn
+        self.record = record
+        self.api_version = version
+        self.set_up = False
+        self.auto_vad = True
+        self.barge_in_enabled = True
+        self.input_transcription = False
+        self.output_transcription = False
+        self.resumption = False
+        self.history_open = False  # historyConfig: clientContent is history until turnComplete
+        self.content_needs_history = False  # gemini-3.1: clientContent only as initial history
+        self.conversation = _Conversation(model="")
+        self.in_activity = False
+        self.partial = _Turn("activity")
+        self.turns: collections.deque[_Turn] = collections.deque()
+        self.busy = 0  # turns queued or being answered
+        self.interrupting = False
+        self.pending_tools: dict[str, str] = {}  # id -> function name
+        self.cancelled_tools: set[str] = set()
+        self.closed = False
+        self.server_close: tuple[int, str] | None = None
+        self.send_lock = threading.Lock()
+        self.worker: threading.Thread | None = None
+
+    # sending (any thread)
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message, separators=(",", ":"))
+        self.send_raw(data if self.server.text_frames else data.encode(), message)
+
+    def send_raw(self, payload: str | bytes, message: dict[str, Any] | None = None) -> None:
+        with self.send_lock:
+            try:
+                self.conn.send(payload)
+            except ConnectionClosed:
+                raise _ConnectionClosedError(f"connection {self.record.id} is closed") from None
+            self.server._sent(self.record.id, message)
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame and wait for the echo; blocks, so controls run it on a thread."""
+        reason = _truncate(reason)
+        with self.cond:
+            if self.server_close is None:
+                self.server_close = (code, reason)
+        log.info("conn %d: closing %d %s", self.record.id, code, reason)
+        self.conn.close(code, reason)
+
+    def drop(self) -> None:
+        """Cut the TCP connection with no close frame, like a network failure."""
+        with self.cond:
+            if self.server_close is None:
+                self.server_close = (1006, "")
+        log.info("conn %d: dropping the TCP connection", self.record.id)
+        try:
+            self.conn.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.conn.close_socket()
+
+    # receiving (handler thread)
+
+    def on_message(self, msg: dict[str, Any]) -> None:
+        """Validate one client message and act on it; raise _Invalid to close the connection."""
+        if not msg:
+            raise _invalid()
+        parsed = _parse(_CLIENT_MESSAGE, msg, "")
+        if len(msg) > 1:
+            second = _snake(_camel(list(msg)[1]))
+            raise _invalid(f"Oneof field 'message_type' is already set. Cannot set '{second}'")
+        kind = _camel(next(iter(msg)))
+        body = parsed.get(kind, {})
+        if kind == "setup":
+            if self.set_up:
+                raise _invalid()
+            self.on_setup(body)
+            return
+        if not self.set_up:
+            raise _invalid()
+        if kind == "realtimeInput":
+            self.on_realtime_input(body)
+        elif kind == "clientContent":
+            self.on_client_content(body)
+        elif kind == "toolResponse":
+            self.on_tool_response(body)
+
+    def on_setup(self, setup: dict[str, Any]) -> None:
+        server = self.server
+        with self.cond:
+            rejection = server._rejections.popleft() if server._rejections else None
+        if rejection:
+            raise _Invalid(*rejection)
+        model = setup.get("model", "")
+        if not model:
+            raise _invalid()
+        model_id = model.removeprefix("models/")
+        if not model.startswith("models/") or model_id not in server.models:
+            raise _Invalid(
+                1008,
+                f"{model} is not found for API version {self.api_version}, or is not supported "
+                "for bidiGenerateContent. Call ListModels to see the list of available models "
+                "and their supported methods.",
+            )
+        self._check_model_rules(model_id, setup)
+        for tool in setup.get("tools", []):
+            self._check_tool(model_id, tool)
+        resumed: str | None = None
+        handle = setup.get("sessionResumption", {}).get("handle")
+        with self.cond:
+            if handle:
+                known = server._handles.get(handle)
+                if known is None:
+                    raise _Invalid(1008, SESSION_NOT_FOUND)
+                if known.model != model_id:
+                    raise _invalid()
+                self.conversation = dataclasses.replace(known)
+                resumed = handle
+            else:
+                self.conversation = _Conversation(model=model_id)
+            gen = setup.get("generationConfig", {})
+            vad = setup.get("realtimeInputConfig", {})
+            self.auto_vad = not vad.get("automaticActivityDetection", {}).get("disabled", False)
+            self.barge_in_enabled = vad.get("activityHandling") != "NO_INTERRUPTION"
+            self.input_transcription = "inputAudioTranscription" in setup
+            self.output_transcription = "outputAudioTranscription" in setup
+            self.resumption = "sessionResumption" in setup
+            history = setup.get("historyConfig", {}).get("initialHistoryInClientContent", False)
+            self.history_open = bool(history) and not resumed
+            self.content_needs_history = model_id.startswith("gemini-3.1")
+            self.set_up = True
+            self.record.resumed_handle = resumed
+            server.counters["setups"] += 1
+            self.cond.notify_all()
+        log.info(
+            "conn %d: setup %s, %s VAD%s%s",
+            self.record.id,
+            model_id,
+            "automatic" if self.auto_vad else "manual",
+            f", resumed {resumed[:8]}..." if resumed else "",
+            f", modalities {gen.get('responseModalities')}"
+            if gen.get("responseModalities")
+            else "",
+        )
+        self.send({"setupComplete": {}})
+        if server.noise:
+            self.send({})
+            self._send_handle()
+        self.worker = threading.Thread(
+            target=self._run, name=f"fake-live-reply-{self.record.id}", daemon=True
+        )
+        self.worker.start()
+        if server._go_away_every is not None:
+            server._schedule_rollover(self)
+
+    def _check_model_rules(self, model_id: str, setup: dict[str, Any]) -> None:
+        """Per-model rules of live-protocol.md §10, for the models it documents."""
+        gen = setup.get("generationConfig", {})
+        modalities = gen.get("responseModalities", [])
+        if len(modalities) > 1 or any(
+            m not in ("AUDIO", "MODALITY_UNSPECIFIED") for m in modalities
+        ):
+            raise _invalid()  # native-audio models: exactly one modality, AUDIO
+        if any(name in gen for name in _UNSUPPORTED_GENERATION):
+            raise _invalid()
+        if "multiSpeakerVoiceConfig" in gen.get("speechConfig", {}):
+            raise _invalid()
+        if model_id not in DEFAULT_MODELS:
+            return  # a custom model: no per-model rules
+        for key, where, at in (
+            ("enableAffectiveDialog", gen, "setup.generation_config"),
+            ("proactivity", setup, "setup"),
+        ):
+            if key not in where:
+                continue
+            if model_id.startswith("gemini-3"):
+                raise _invalid()
+            if self.api_version != "v1alpha":  # 2.5: v1alpha only (cookbook#775, js-genai#696)
+                raise _invalid(f"Unknown name \"{_snake(key)}\" at '{at}': Cannot find field.")
+        if model_id == "gemini-3.8-live" and "thinkingConfig" in gen:
+            raise _invalid()
+
+    def _check_tool(self, model_id: str, tool: dict[str, Any]) -> None:
+        if any(name in tool for name in ("codeExecution", "urlContext", "googleMaps")):
+            raise _invalid()  # not supported by Live models (§3.1)
+        names: set[str] = set()
+        for decl in tool.get("functionDeclarations", []):
+            name = decl.get("name", "")
+            if not _FUNC_NAME_RE.fullmatch(name) or name in names:
+                raise _invalid()
+            names.add(name)
+            if model_id.startswith("gemini-3.1") and decl.get("behavior") == "NON_BLOCKING":
+                raise _invalid()  # 3.1: synchronous function calls only
+            for schema in (decl.get("parameters"), decl.get("response")):
+                if schema is not None:
+                    self._check_schema(schema)
+
+    def _check_schema(self, schema: dict[str, Any]) -> None:
+        if schema.get("type") == "OBJECT" and schema.get("properties") == {}:
+            raise _invalid()  # "properties: should be non-empty for OBJECT type"
+        children = list(schema.get("properties", {}).values()) + schema.get("anyOf", [])
+        if "items" in schema:
+            children.append(schema["items"])
+        for child in children:
+            self._check_schema(child)
+
+    def on_realtime_input(self, body: dict[str, Any]) -> None:
+        if len(body) != 1:
+            raise _invalid()  # one field per message (the SDKs enforce it; §3.3)
+        ((sub, value),) = body.items()
+        if sub == "audio":
+            self._on_audio(value)
+        elif sub == "video":
+            self._check_image(value)
+        elif sub == "mediaChunks":
+            if not value:
+                raise _invalid()
+            blob = value[0]  # deprecated; only the first element counts
+            if blob.get("mimeType", "").startswith("image/"):
+                self._check_image(blob)
+            else:
+                self._on_audio(blob)
+        elif sub == "text":
+            self._on_text(value)
+        elif sub in ("activityStart", "activityEnd"):
+            if self.auto_vad:
+                raise _invalid()  # only with automatic activity detection disabled
+            self._on_activity(sub == "activityStart")
+        elif sub == "audioStreamEnd":
+            if not self.auto_vad:
+                raise _invalid()  # only with automatic activity detection enabled
+            with self.cond:
+                if value and self.partial.audio_bytes:
+                    self._queue_turn("audioStreamEnd")
+
+    def _on_audio(self, blob: dict[str, Any]) -> None:
+        mime, data = blob.get("mimeType", ""), blob.get("data", b"")
+        if not mime.startswith("audio/pcm") or len(data) % 2:
+            raise _invalid()
+        with self.cond:
+            self.server.counters["audio_in_bytes"] += len(data)
+            if self.auto_vad or self.in_activity:
+                self.partial.audio_bytes += len(data)
+                self.partial.audio_ms += len(data) / 2 / _pcm_rate(mime) * 1000
+
+    @staticmethod
+    def _check_image(blob: dict[str, Any]) -> None:
+        mime, data = blob.get("mimeType", ""), blob.get("data", b"")
+        magic = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n"}.get(mime)
+        if magic is None or not data.startswith(magic):
+            raise _invalid()
+
+    def _on_text(self, text: str) -> None:
+        with self.cond:
+            self._barge_in()
+            self.partial.texts.append(text)
+            if self.auto_vad or not self.in_activity:
+                self._queue_turn("text")
+
+    def _on_activity(self, start: bool) -> None:
+        with self.cond:
+            if start:
+                if self.barge_in_enabled:
+                    self._barge_in()
+                self.in_activity = True
+                self.partial = _Turn("activity")
+            elif self.in_activity:
+                self.in_activity = False
+                self._queue_turn("activity")
+            else:
+                log.warning("conn %d: activityEnd without activityStart", self.record.id)
+
+    def on_client_content(self, body: dict[str, Any]) -> None:
+        if self.content_needs_history and not self.history_open:
+            raise _invalid()  # gemini-3.1: clientContent only as initial history (mastra#18363)
+        texts: list[str] = []
+        for turn in body.get("turns", []):
+            if turn.get("role", "user") not in ("user", "model"):
+                raise _invalid()
+            if turn.get("role", "user") == "user":
+                texts += [p["text"] for p in turn.get("parts", []) if "text" in p]
+        with self.cond:
+            if self.history_open:
+                if body.get("turnComplete"):
+                    self.history_open = False
+                return
+            self._barge_in()
+            self.partial.texts += texts
+            if body.get("turnComplete"):
+                self._queue_turn("clientContent")
+
+    def on_tool_response(self, body: dict[str, Any]) -> None:
+        for response in body.get("functionResponses", []):
+            call_id = response.get("id")
+            if not call_id:
+                raise _invalid()
+            with self.cond:
+                if call_id in self.cancelled_tools:
+                    log.info(
+                        "conn %d: ignoring the response to cancelled %s", self.record.id, call_id
+                    )
+                    continue
+                name = self.pending_tools.get(call_id)
+                if name is None:
+                    raise _Invalid(1008, NOT_FOUND)
+                if response.get("name") != name or not isinstance(response.get("response"), dict):
+                    raise _invalid()
+                if not response.get("willContinue"):
+                    del self.pending_tools[call_id]
+                self.server._tool_responses[call_id] = response
+                self.server.counters["tool_responses"] += 1
+                self.cond.notify_all()
+
+    # turns (called with self.cond held)
+
+    def _queue_turn(self, source: str) -> None:
+        turn, self.partial = self.partial, _Turn("activity")
+        turn.source = source
+        self.turns.append(turn)
+        self.busy += 1
+        self.cond.notify_all()
+
+    def _barge_in(self) -> bool:
+        if self.busy and not self.interrupting:
+            self.interrupting = True
+            self.cond.notify_all()
+            return True
+        return False
+
+    # the reply worker
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                self.cond.wait_for(lambda: self.closed or (self.turns and not self.server._paused))
+                if self.closed:
+                    return
+                turn = self.turns.popleft()
+            try:
+                self._answer(turn)
+            except _ConnectionClosedError:
+                return
+            except Exception:  # a bug here must not hang the test that waits for the reply
+                log.exception("conn %d: reply failed", self.record.id)
+                return
+
+    def _stopped(self) -> bool:
+        return self.interrupting or self.closed
+
+    def _answer(self, turn: _Turn) -> None:
+        reply = self.server._next_reply()
+        log.info(
+            "conn %d: turn (%s, %d ms audio) -> %r",
+            self.record.id,
+            turn.source,
+            turn.audio_ms,
+            reply.text[:40],
+        )
+        heard = reply.input_transcription
+        if heard is None:
+            heard = f"({round(turn.audio_ms)} ms of audio)" if turn.audio_bytes else ""
+        if self.input_transcription and heard:
+            self.send({"serverContent": {"inputTranscription": {"text": heard, "finished": True}}})
+        stopped = False
+        for name, args in reply.tool_calls:
+            call_id = self.call_tool(name, args)
+            if self._await_tool(call_id, self.server.tool_timeout):
+                stopped = True
+                break
+        pcm = reply.pcm()
+        if not stopped:
+            stopped = self._stream(reply, pcm)
+        if stopped:
+            with self.cond:
+                ids = list(self.pending_tools)
+                self.pending_tools.clear()
+                self.cancelled_tools.update(ids)
+                self.server.counters["interrupted"] += 1
+            if ids:
+                self.send({"toolCallCancellation": {"ids": ids}})
+            self.send({"serverContent": {"interrupted": True}})
+            self.send({"serverContent": {"turnComplete": True}})
+        else:
+            self.send({"serverContent": {"generationComplete": True}})
+            prompt = math.ceil(turn.audio_ms / 1000 * _TOKENS_PER_S)
+            prompt += sum(math.ceil(len(t) / 4) for t in turn.texts)
+            answer = math.ceil(len(pcm) / 2 / _OUT_RATE * _TOKENS_PER_S)
+            with self.cond:
+                total_prompt = self.conversation.context_tokens + prompt
+                self.conversation.context_tokens += prompt + answer
+            usage = {
+                "promptTokenCount": total_prompt,
+                "responseTokenCount": answer,
+                "totalTokenCount": total_prompt + answer,
+                "promptTokensDetails": [{"modality": "AUDIO", "tokenCount": total_prompt}],
+                "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": answer}],
+            }
+            self.send({"serverContent": {"turnComplete": True}, "usageMetadata": usage})
+            with self.cond:
+                self.server.usage.append(usage)
+        with self.cond:
+            self.conversation.turns += 1
+            self.busy -= 1
+            self.interrupting = False
+            self.server.counters["turns"] += 1
+            self.cond.notify_all()
+        if self.resumption:
+            self._send_handle()
+
+    def _send_handle(self) -> None:
+        handle = uuid.uuid4().hex
+        with self.cond:
+            self.server._handles[handle] = dataclasses.replace(self.conversation)
+        self.send({"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}})
+
+    def _await_tool(self, call_id: str, timeout: float) -> bool:
+        """Block until the call is answered; True if the turn was interrupted meanwhile."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while call_id in self.pending_tools:
+                if self._stopped():
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.warning("conn %d: no response to tool call %s", self.record.id, call_id)
+                    self.server.counters["tool_timeouts"] += 1
+                    return False
+                self.cond.wait(remaining)
+            return self._stopped()
+
+    def _stream(self, reply: Reply, pcm: bytes) -> bool:
+        """Send the model audio (with outputTranscription); True if interrupted."""
+        step = max(2, _OUT_RATE * 2 * reply.chunk_ms // 1000)
+        chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
+        words = re.findall(r"\s*\S+", reply.text) if self.output_transcription else []
+        slots = max(1, len(chunks))
+        bundled: list[str] = [""] * slots
+        for j, word in enumerate(words):
+            bundled[j * slots // len(words)] += word
+        start = time.monotonic()
+        for i in range(slots):
+            if self._wait_until(start + i * reply.chunk_ms / 1000 * reply.pace):
+                return True
+            content: dict[str, Any] = {}
+            if chunks:
+                data = base64.b64encode(chunks[i]).decode()
+                content["modelTurn"] = {
+                    "parts": [{"inlineData": {"mimeType": _OUT_MIME, "data": data}}]
+                }
+                with self.cond:
+                    self.server.counters["audio_out_bytes"] += len(chunks[i])
+            if bundled[i]:
+                content["outputTranscription"] = {"text": bundled[i]}
+            if content:
+                self.send({"serverContent": content})
+            if self.server.noise and i % 3 == 1:
+                self.send({} if i % 2 else {"serverContent": {}})
+        return self._stopped()
+
+    def _wait_until(self, deadline: float) -> bool:
+        with self.cond:
+            while not self._stopped():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.cond.wait(remaining)
+            return True
+
+    # controls (any thread)
+
+    def call_tool(self, name: str, args: dict[str, Any], call_id: str | None = None) -> str:
+        with self.cond:
+            self.server._tool_seq += 1
+            call_id = call_id or f"function-call-{self.server._tool_seq}"
+            self.pending_tools[call_id] = name
+            self.server.counters["tool_calls"] += 1
+        self.send({"toolCall": {"functionCalls": [{"id": call_id, "name": name, "args": args}]}})
+        return call_id
+
+    def cancel_tools(self, ids: list[str]) -> None:
+        with self.cond:
+            for call_id in ids:
+                self.pending_tools.pop(call_id, None)
+                self.cancelled_tools.add(call_id)
+        self.send({"toolCallCancellation": {"ids": list(ids)}})
+
+    def shutdown(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+        if self.worker is not None and self.worker is not threading.current_thread():
+            self.worker.join(timeout=5)
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+
+def _first_close(conn: ServerConnection) -> tuple[int, str]:
+    """The code and reason of whichever close frame came first; 1006 if there was none."""
+    protocol = conn.protocol
+    first = protocol.close_rcvd if protocol.close_rcvd_then_sent else protocol.close_sent
+    first = first or protocol.close_rcvd
+    return (first.code, first.reason) if first else (1006, "")
+
+
+class _Connection(ServerConnection):
+    """Closes TCP as soon as the closing handshake completes.
+
+    websockets half-closes and then waits ``close_timeout`` for the client's FIN, but
+    websocket-client keeps its socket open after echoing a server's close frame, so every
+    server-initiated close would hold a thread (and ``stop()``) for that long.
+    """
+
+    record: ConnectionRecord | None = None  # set by FakeLiveServer._process_response
+
+    def process_event(self, event: Any) -> None:
+        super().process_event(event)
+        if (
+            isinstance(event, Frame)
+            and event.opcode is Opcode.CLOSE
+            and self.protocol.close_sent is not None
+        ):
+            self.close_socket()
+
+
+class FakeLiveServer:
+    """A scriptable stand-in for ``wss://generativelanguage.googleapis.com`` on 127.0.0.1.
+
+    Use as a context manager (or ``start()``/``stop()``). Clients connect to ``url`` plus the
+    usual path (``LIVE_PATH``), exactly as they would to Google. Controls act on the newest open
+    connection unless ``conn_id`` is given, and are safe from any thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str = DEFAULT_API_KEY,
+        tokens: Iterable[str] = (),
+        tls: bool = False,
+        models: Iterable[str] = DEFAULT_MODELS,
+        default_reply: Reply | None = None,
+        text_frames: bool = False,
+        noise: bool = False,
+        tool_timeout: float = 10.0,
+        close_timeout: float = 2.0,
+        ping_interval: float | None = 20.0,
+        max_size: int = 16 * 2**20,
+    ) -> None:
+        self.host = host
+        self.api_key = api_key
+        self.tokens: set[str] = set(tokens)
+        self.tls = tls
+        self.models: tuple[str, ...] = tuple(models)
+        self.default_reply = default_reply or Reply()
+        self.replies: collections.deque[Reply | str] = collections.deque()
+        self.text_frames = text_frames
+        self.noise = noise
+        self.tool_timeout = tool_timeout
+        self.ca_file: str | None = None
+
+        self.connections: list[ConnectionRecord] = []
+        self.received: list[Received] = []
+        self.sent: list[Sent] = []
+        self.usage: list[dict[str, Any]] = []
+        self.counters: collections.Counter[str] = collections.Counter()
+
+        self._port = port
+        self._close_timeout = close_timeout
+        self._ping_interval = ping_interval
+        self._max_size = max_size
+        self._cond = threading.Condition(threading.RLock())
+        self._sessions: dict[int, _Session] = {}
+        self._handles: dict[str, _Conversation] = {}
+        self._tool_responses: dict[str, dict[str, Any]] = {}
+        self._rejections: collections.deque[tuple[int, str]] = collections.deque()
+        self._tool_seq = 0
+        self._paused = False
+        self._go_away_every: tuple[float, float, float] | None = None
+        self._timers: list[threading.Thread] = []
+        self._ws: Server | None = None
+        self._thread: threading.Thread | None = None
+        self._tls_dir: str | None = None
+        self._started = False
+        self._stopped = False
+
+    # lifecycle
+
+    def start(self) -> FakeLiveServer:
+        """Bind and serve in a background thread; returns self."""
+        if self._started:
+            raise RuntimeError("FakeLiveServer already started")
+        self._started = True
+        ws_log = logging.getLogger("pi_agent.sim.fake_live.websockets")
+        ws_log.setLevel(logging.WARNING)  # its DEBUG output would print the API key header
+        try:
+            context = None
+            if self.tls:
+                self._tls_dir = tempfile.mkdtemp(prefix="fake-live-tls-")
+                self.ca_file, cert, key = _make_certificates(self._tls_dir)
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                context.load_cert_chain(cert, key)
+            self._ws = serve(
+                self._handle,
+                self.host,
+                self._port,
+                ssl=context,
+                process_request=self._process_request,
+                process_response=self._process_response,
+                compression=None,
+                close_timeout=self._close_timeout,
+                ping_interval=self._ping_interval,
+                max_size=self._max_size,
+                logger=ws_log,
+                create_connection=_Connection,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        self._thread = threading.Thread(
+            target=self._ws.serve_forever, name="fake-live-server", daemon=True
+        )
+        self._thread.start()
+        log.info("listening on %s", self.url)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close every connection (1001), stop listening and join the threads. Idempotent."""
+        with self._cond:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._paused = False
+            self._go_away_every = None
+            timers = list(self._timers)
+            self._cond.notify_all()
+        for timer in timers:
+            if isinstance(timer, threading.Timer):
+                timer.cancel()
+        with self._cond:  # let closings finish, or websockets' shutdown() polls every 0.1 s
+            self._cond.wait_for(
+                lambda: all(s.conn.state is State.OPEN for s in self._sessions.values()),
+                self._close_timeout,
+            )
+        if self._ws is not None:
+            self._ws.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for timer in timers:
+            timer.join(timeout)
+        if self._tls_dir:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+
+    def __enter__(self) -> FakeLiveServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._ws is None:
+            raise RuntimeError("FakeLiveServer not started")
+        return self._ws.socket.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        """Base endpoint, e.g. ``ws://127.0.0.1:8765``; clients append the path themselves."""
+        return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}"
+
+    # queries
+
+    def messages(
+        self, kind: str | None = None, sub: str | None = None, conn_id: int | None = None
+    ) -> list[Received]:
+        """Client messages received so far, filtered (kind/sub in camelCase)."""
+        with self._cond:
+            return [
+                r
+                for r in self.received
+                if (kind is None or r.kind == kind)
+                and (sub is None or r.sub == sub)
+                and (conn_id is None or r.conn_id == conn_id)
+            ]
+
+    def sent_messages(self, kind: str | None = None, conn_id: int | None = None) -> list[Sent]:
+        """Server messages sent so far, filtered by top-level key."""
+        with self._cond:
+            return [
+                s
+                for s in self.sent
+                if (kind is None or s.kind == kind) and (conn_id is None or s.conn_id == conn_id)
+            ]
+
+    def audio_bytes(self, conn_id: int | None = None) -> bytes:
+        """Decoded PCM of every ``realtimeInput.audio`` received, in order."""
+        out = bytearray()
+        for r in self.messages(kind="realtimeInput", sub="audio", conn_id=conn_id):
+            body = next(iter(r.message.values()))["audio"]
+            out += _b64decode(body["data"])
+        return bytes(out)
+
+    def connection(self, conn_id: int | None = None) -> ConnectionRecord:
+        """The record of ``conn_id``, or of the newest connection."""
+        with self._cond:
+            if conn_id is None:
+                if not self.connections:
+                    raise LookupError("no connection yet")
+                return self.connections[-1]
+            return next(c for c in self.connections if c.id == conn_id)
+
+    def tool_response(self, call_id: str) -> dict[str, Any] | None:
+        with self._cond:
+            return self._tool_responses.get(call_id)
+
+    def wait_for(self, predicate: Callable[[FakeLiveServer], bool], timeout: float) -> bool:
+        """Wait until ``predicate(self)`` holds; re-checked on every message, connection, close."""
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self), timeout)
+
+    def wait_tool_response(self, call_id: str, timeout: float) -> dict[str, Any] | None:
+        """The functionResponse (as sent) answering ``call_id``, or None after ``timeout``."""
+        if self.wait_for(lambda s: call_id in s._tool_responses, timeout):
+            return self.tool_response(call_id)
+        return None
+
+    # controls
+
+    def send(self, message: dict[str, Any] | str | bytes, conn_id: int | None = None) -> None:
+        """Send a raw server message: a dict as JSON, str as a text frame, bytes as binary."""
+        session = self._session(conn_id)
+        if isinstance(message, dict):
+            session.send(message)
+        else:
+            session.send_raw(message)
+
+    def send_malformed(self, conn_id: int | None = None) -> None:
+        """Send a frame that is not JSON (a truncated object)."""
+        payload = '{"serverContent": {"modelTurn": '
+        self._session(conn_id).send_raw(payload if self.text_frames else payload.encode())
+
+    def go_away(
+        self,
+        time_left_s: float = 10.0,
+        close_after_s: float | None = None,
+        conn_id: int | None = None,
+    ) -> None:
+        """Send goAway; if ``close_after_s`` is given, close with 1011 that much later."""
+        session = self._session(conn_id)
+        session.send({"goAway": {"timeLeft": _duration(time_left_s)}})
+        with self._cond:
+            self.counters["go_aways"] += 1
+        if close_after_s is not None:
+            self._later(close_after_s, session.close, 1011, DEADLINE_EXPIRED)
+
+    def go_away_every(
+        self, seconds: float | None, time_left_s: float = 1.0, close_after_s: float = 0.2
+    ) -> None:
+        """Soak mode: every connection gets goAway ``seconds`` after setup, then a 1011 close."""
+        with self._cond:
+            self._go_away_every = None if seconds is None else (seconds, time_left_s, close_after_s)
+            sessions = [s for s in self._sessions.values() if s.set_up]
+        if seconds is not None:
+            for session in sessions:
+                self._schedule_rollover(session)
+
+    def close(self, code: int = 1000, reason: str = "", conn_id: int | None = None) -> None:
+        """Close with ``code``/``reason`` (truncated to 123 bytes); returns at once."""
+        self._later(0, self._session(conn_id).close, code, reason)
+
+    def drop(self, conn_id: int | None = None) -> None:
+        """Abort the TCP connection without a close frame (the client sees 1006)."""
+        self._session(conn_id).drop()
+
+    def call_tool(
+        self, name: str, args: dict[str, Any], id: str | None = None, conn_id: int | None = None
+    ) -> str:
+        """Send a toolCall now; returns its id (answer it with a matching toolResponse)."""
+        return self._session(conn_id).call_tool(name, args, id)
+
+    def cancel_tools(self, ids: list[str], conn_id: int | None = None) -> None:
+        """Send toolCallCancellation; later responses to these ids are ignored."""
+        self._session(conn_id).cancel_tools(ids)
+
+    def interrupt(self, conn_id: int | None = None) -> bool:
+        """Interrupt the reply being spoken, as user speech would; False if none was."""
+        session = self._session(conn_id)
+        with self._cond:
+            return session._barge_in()
+
+    def reject_next(self, code: int = 1011, reason: str = "Internal error occurred.") -> None:
+        """Answer the next setup (on any connection) with this close instead of setupComplete."""
+        with self._cond:
+            self._rejections.append((code, _truncate(reason)))
+
+    def forget_handles(self) -> None:
+        """Make every resumption handle issued so far unknown (1008 on use)."""
+        with self._cond:
+            self._handles.clear()
+
+    def known_handles(self) -> set[str]:
+        with self._cond:
+            return set(self._handles)
+
+    def pause_replies(self) -> None:
+        """Hold turns unanswered (they queue) until resume_replies()."""
+        with self._cond:
+            self._paused = True
+
+    def resume_replies(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    # internals
+
+    def _session(self, conn_id: int | None) -> _Session:
+        with self._cond:
+            if conn_id is None:
+                if not self._sessions:
+                    raise LookupError("no open connection")
+                return self._sessions[max(self._sessions)]
+            try:
+                return self._sessions[conn_id]
+            except KeyError:
+                raise LookupError(f"connection {conn_id} is not open") from None
+
+    def _next_reply(self) -> Reply:
+        try:
+            reply = self.replies.popleft()
+        except IndexError:
+            return self.default_reply
+        return Reply(reply) if isinstance(reply, str) else reply
+
+    def _sent(self, conn_id: int, message: dict[str, Any] | None) -> None:
+        with self._cond:
+            kind = next(iter(message), None) if message else None
+            self.sent.append(Sent(conn_id, time.monotonic(), message, kind))
+            self.counters["messages_out"] += 1
+            self._cond.notify_all()
+
+    def _later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception as exc:  # the connection may be gone by then
+                log.debug("deferred %s failed: %s", getattr(fn, "__name__", fn), exc)
+
+        timer = threading.Timer(delay, run)
+        timer.name = "fake-live-timer"
+        timer.daemon = True
+        with self._cond:
+            if self._stopped:
+                return
+            self._timers = [t for t in self._timers if t.is_alive()]
+            self._timers.append(timer)
+        timer.start()
+
+    def _schedule_rollover(self, session: _Session) -> None:
+        with self._cond:
+            every = self._go_away_every
+        if every is None:
+            return
+        seconds, time_left, close_after = every
+
+        def rollover() -> None:
+            with self._cond:
+                if session.closed or self._go_away_every is None:
+                    return
+                self.counters["go_aways"] += 1
+            session.send({"goAway": {"timeLeft": _duration(time_left)}})
+            self._later(close_after, session.close, 1011, DEADLINE_EXPIRED)
+
+        self._later(seconds, rollover)
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Route and authenticate the upgrade request like Google's front end (§1)."""
+        path, _, query_string = request.path.partition("?")
+        query = dict(urllib.parse.parse_qsl(query_string, keep_blank_values=True))
+        match = _PATH_RE.fullmatch(path)
+        failure: tuple[int, str, str] | None = None
+        if match is None or (
+            match.group(2).endswith("Constrained") and match.group(1) != "v1alpha"
+        ):
+            failure = (404, "Method not found.", "NOT_FOUND")
+        elif match.group(2).endswith("Constrained"):
+            auth = request.headers.get("Authorization", "")
+            token = (
+                auth[len("Token ") :] if auth.startswith("Token ") else query.get("access_token")
+            )
+            if token is None:
+                failure = (
+                    401,
+                    "Request is missing required authentication credential.",
+                    "UNAUTHENTICATED",
+                )
+            elif token not in self.tokens:
+                failure = (
+                    401,
+                    "Request had invalid authentication credentials.",
+                    "UNAUTHENTICATED",
+                )
+        else:
+            key = request.headers.get("x-goog-api-key") or query.get("key")
+            if key is None:
+                failure = (
+                    403,
+                    "Method doesn't allow unregistered callers (callers without established "
+                    "identity). Please use API Key or other form of API consumer identity to call "
+                    "this API.",
+                    "PERMISSION_DENIED",
+                )
+            elif key != self.api_key:
+                failure = (
+                    400,
+                    "API key not valid. Please pass a valid API key.",
+                    "INVALID_ARGUMENT",
+                )
+        if failure is None:
+            return None
+        status, message, status_text = failure
+        with self._cond:
+            self.counters[f"http_{status}"] += 1
+            self._cond.notify_all()
+        log.info("rejected upgrade to %s: HTTP %d", path, status)
+        body = json.dumps({"error": {"code": status, "message": message, "status": status_text}})
+        response = connection.respond(status, body + "\n")
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = "application/json; charset=UTF-8"
+        return response
+
+    def _process_response(
+        self, connection: ServerConnection, request: Request, response: Response
+    ) -> None:
+        """Number accepted connections before the 101 goes out, so ids follow client order."""
+        if response.status_code != 101 or not isinstance(connection, _Connection):
+            return
+        path, _, query_string = request.path.partition("?")
+        with self._cond:
+            connection.record = ConnectionRecord(
+                id=len(self.connections) + 1,
+                path=path,
+                query=dict(urllib.parse.parse_qsl(query_string, keep_blank_values=True)),
+                headers={k.lower(): v for k, v in request.headers.raw_items()},
+                opened_at=time.monotonic(),
+            )
+            self.connections.append(connection.record)
+            self.counters["connections"] += 1
+            self._cond.notify_all()
+
+    def _handle(self, conn: ServerConnection) -> None:
+        """Per-connection handler (websockets' handler thread): read, validate, dispatch."""
+        assert isinstance(conn, _Connection) and conn.record is not None
+        record = conn.record
+        match = _PATH_RE.fullmatch(record.path)
+        version = match.group(1) if match else "v1beta"
+        with self._cond:
+            session = _Session(self, conn, record, version)
+            self._sessions[record.id] = session
+        log.info("conn %d: open %s", record.id, record.path)
+        try:
+            self._read(session)
+        except ConnectionClosed:
+            pass
+        finally:
+            session.shutdown()
+            with self._cond:
+                del self._sessions[record.id]
+                record.close_code, record.close_reason = session.server_close or _first_close(conn)
+                record.closed_at = time.monotonic()
+                self._cond.notify_all()
+            log.info(
+                "conn %d: closed %s %s", record.id, record.close_code, record.close_reason or ""
+            )
+
+    def _read(self, session: _Session) -> None:
+        conn = session.conn
+        for frame in conn:
+            with self._cond:
+                self.counters["messages_in"] += 1
+                if isinstance(frame, bytes):
+                    self.counters["binary_in"] += 1
+            try:
+                try:
+                    message = json.loads(frame)
+                except (ValueError, UnicodeDecodeError):
+                    with self._cond:
+                        self.counters["malformed_in"] += 1
+                    raise _invalid("Unexpected token.") from None
+                if not isinstance(message, dict):
+                    raise _invalid("Root element must be a message.")
+                self._record(session.record.id, message)
+                session.on_message(message)
+            except _Invalid as error:
+                with self._cond:
+                    self.counters[f"close_{error.code}"] += 1
+                session.close(error.code, error.reason)
+                return
+
+    def _record(self, conn_id: int, message: dict[str, Any]) -> None:
+        kind = _camel(next(iter(message))) if message else ""
+        sub = None
+        body = message.get(next(iter(message))) if message else None
+        if kind == "realtimeInput" and isinstance(body, dict) and body:
+            sub = _camel(next(iter(body)))
+        with self._cond:
+            if kind == "setup" and isinstance(body, dict):
+                record = next(c for c in self.connections if c.id == conn_id)
+                if record.setup is None:
+                    record.setup = body
+            self.received.append(Received(conn_id, time.monotonic(), message, kind, sub))
+            self._cond.notify_all()
+        if sub in ("audio", "video", "mediaChunks"):
+            log.debug("conn %d: realtimeInput.%s", conn_id, sub)
+        else:
+            log.info("conn %d: %s%s", conn_id, kind, f".{sub}" if sub else "")
+
+
+# --- TLS ----------------------------------------------------------------------------------------
+
+
+def _make_certificates(directory: str) -> tuple[str, str, str]:
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost, made with openssl(1)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(
+            ["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=30
+        )
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl(
+        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=pi-agent fake Live CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    with open(f"{directory}/server.ext", "w") as ext:
+        ext.write(
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+            "basicConstraints=CA:FALSE\n"
+            "keyUsage=critical,digitalSignature\n"
+            "extendedKeyUsage=serverAuth\n"
+            "subjectKeyIdentifier=hash\n"
+            "authorityKeyIdentifier=keyid,issuer\n"
+        )
+    openssl(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-set_serial", f"0x{uuid.uuid4().hex}", "-out", "server.pem", "-days", "2",
+        "-extfile", "server.ext",
+    )  # fmt: skip
+    return f"{directory}/ca.pem", f"{directory}/server.pem", f"{directory}/server.key"
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the fake server until SIGINT/SIGTERM; print its URL first (for scripts).
+
+    Call it from the main thread: it waits for the signals with sigwait().
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m pi_agent.sim.fake_live",
+        description="Run a loopback fake Gemini Live server. Prints its base URL on the first "
+        "line of stdout (and 'ca: PATH' with --tls), logs to stderr.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument("--tls", action="store_true", help="serve wss:// with a throwaway CA")
+    parser.add_argument("--api-key", default=None, help=f"accepted key (default {DEFAULT_API_KEY})")
+    parser.add_argument("--text-frames", action="store_true", help="send text, not binary, frames")
+    parser.add_argument("--reply", default=None, help="what the fake model says every turn")
+    parser.add_argument("--pace", type=float, default=0.0, help="1.0 streams replies in real time")
+    parser.add_argument("--noise", action="store_true", help="interleave empty messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every audio chunk")
+    opts = parser.parse_args(args)
+
+    logging.basicConfig(
+        level=logging.DEBUG if opts.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    reply = Reply(pace=opts.pace) if opts.reply is None else Reply(opts.reply, pace=opts.pace)
+    server = FakeLiveServer(
+        host=opts.host,
+        port=opts.port,
+        api_key=opts.api_key or DEFAULT_API_KEY,
+        tls=opts.tls,
+        default_reply=reply,
+        text_frames=opts.text_frames,
+        noise=opts.noise,
+    )
+    # Block the stop signals before any thread exists, so every thread inherits the mask and
+    # sigwait() below receives them. (A Python handler plus Event.wait() can miss a signal that
+    # the kernel delivers to another thread: the main thread's wait is never interrupted.)
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    try:
+        try:
+            server.start()
+        except OSError as exc:
+            print(f"fake_live: cannot listen on {opts.host}:{opts.port}: {exc}", file=sys.stderr)
+            return 1
+        print(server.url, flush=True)
+        if server.ca_file:
+            print(f"ca: {server.ca_file}", flush=True)
+        if opts.api_key is None:
+            print(f"fake_live: API key is {DEFAULT_API_KEY!r}", file=sys.stderr, flush=True)
+        signum = signal.sigwait(stop_signals)
+        log.info("stopping on %s", signal.Signals(signum).name)
+    finally:
+        server.stop()
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
