@@ -17,16 +17,21 @@ Keeping the conversation alive:
 * A drop: capped exponential backoff with jitter, reset only after
   ``setupComplete``; a refused handle falls back to a fresh session; fatal
   errors (bad key, bad model) retry only every ``agent.fatal_retry_s``.
-* Nothing lost: the user's turn (its audio, bounded) is kept until the server
-  has answered it; if the connection drops first, the whole turn is resent
-  inside its own ``activityStart``/``activityEnd`` after reconnecting. Tool
-  results made while offline are sent after a resume. If words cannot be
-  delivered, the error chime plays and the light shows why.
+* Nothing lost: the user's turn (its audio, bounded) is kept until it is
+  safe, i.e. until a resumption handle newer than the turn's ``turnComplete``
+  arrived (handles are only issued between turns, so resuming from an older
+  one would lose the turn). If the connection drops first, the whole turn is
+  resent inside its own ``activityStart``/``activityEnd`` after reconnecting.
+  A tool call of that turn is not run twice: when the model asks for the same
+  call again, the result computed earlier (possibly while offline) is
+  delivered. If words cannot be delivered, the error chime plays and the
+  light shows why.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import queue
 import random
@@ -68,9 +73,10 @@ class PendingTurn:
     text: str | None = None
     ended: bool = False  # activityEnd given (button released)
     truncated: bool = False
-    acknowledged: bool = False
+    completed: bool = False  # turnComplete seen; safe once a newer handle arrives
     ended_at: float | None = None
     bytes: int = 0
+    tool_results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -153,8 +159,8 @@ class Agent:
         self._attempt = 0
         self._rollover_pending = False
         self._pending: PendingTurn | None = None
-        self._undelivered_tool_responses: list[dict[str, Any]] = []
         self._session_counter = 0
+        self._call_keys: dict[str, str] = {}
         self._disconnected_at: float | None = None
         self._resumed = False
         self._transcript_in: list[str] = []
@@ -193,7 +199,9 @@ class Agent:
 
         factory = pin_factory if pin_factory is not None else make_pin_factory(cfg.gpio)
         self.devices = Devices(cfg, pin_factory=factory)
-        light_device = self.devices.get(cfg.status_light.device) if cfg.status_light.device else None
+        light_device = (
+            self.devices.get(cfg.status_light.device) if cfg.status_light.device else None
+        )
         self.light = StatusLight(light_device, cfg.status_light)
         self.ptt = None
         if cfg.ptt.device and not cfg.live.hands_free:
@@ -240,9 +248,7 @@ class Agent:
         if cfg.control.enabled:
             from .control import ControlServer
 
-            self.control = ControlServer(
-                cfg.control.socket, int(cfg.control.mode, 8), self.request
-            )
+            self.control = ControlServer(cfg.control.socket, int(cfg.control.mode, 8), self.request)
 
     # ----------------------------------------------------------------- inputs (any thread)
 
@@ -566,15 +572,8 @@ class Agent:
         session = self.session
         if session is None:
             return
-        if self._undelivered_tool_responses:
-            if self._resumed:
-                log.info("delivering %d tool results", len(self._undelivered_tool_responses))
-                session.send(protocol.tool_response(self._undelivered_tool_responses))
-            else:
-                log.info("fresh session: dropping tool results the server no longer wants")
-            self._undelivered_tool_responses.clear()
         pending = self._pending
-        if pending is None or pending.acknowledged:
+        if pending is None:
             return
         if not pending.chunks and pending.text is None:
             return
@@ -611,7 +610,7 @@ class Agent:
 
     def _fail_pending(self, why: str) -> None:
         pending = self._pending
-        if pending is None or pending.acknowledged:
+        if pending is None:
             return
         self.counters["lost_turns"] += 1
         log.error("turn %d could not be delivered (%s); please ask again", pending.number, why)
@@ -621,7 +620,7 @@ class Agent:
 
     def _check_pending_expiry(self) -> None:
         pending = self._pending
-        if pending is None or pending.acknowledged or not pending.ended:
+        if pending is None or not pending.ended:
             return
         if self.session is not None and self.session.is_open:
             return
@@ -638,6 +637,8 @@ class Agent:
             self._start_talking()
         elif event == "release":
             self._stop_talking()
+        elif event == "cancel":  # a tap shorter than ptt.min_press_ms
+            self._cancel_turn()
         elif event.startswith("long_press:"):
             action = event.split(":", 1)[1]
             log.info("long press: %s", action)
@@ -672,8 +673,7 @@ class Agent:
         self._current_metrics = TurnMetrics(self.turn)
         self.metrics.append(self._current_metrics)
         del self.metrics[:-100]
-        if self._pending is not None and not self._pending.acknowledged:
-            self._fail_pending("a new turn started before it was answered")
+        self._forget_pending_if_answered()
         self._pending = PendingTurn(self.turn)
         self._transcript_in.clear()
         self._transcript_out.clear()
@@ -782,6 +782,8 @@ class Agent:
         if isinstance(event, protocol.SessionResumptionUpdate):
             if session is self.session and event.resumable and event.handle:
                 self.handle = event.handle
+                if self._pending is not None and self._pending.completed:
+                    self._pending = None  # the handle covers the whole turn now
             return
         if session is not self.session:
             return
@@ -790,7 +792,6 @@ class Agent:
         elif isinstance(event, protocol.InputTranscription):
             self._transcript_in.append(event.text)
         elif isinstance(event, protocol.OutputTranscription):
-            self._acknowledge()
             self._transcript_out.append(event.text)
         elif isinstance(event, protocol.ModelText):
             if not event.thought:
@@ -814,17 +815,17 @@ class Agent:
             self.counters["response_tokens"] += event.response_tokens
             self.counters["total_tokens"] += event.total_tokens
 
-    def _acknowledge(self) -> None:
-        """The server answered the pending turn: it no longer needs to be kept."""
+    def _forget_pending_if_answered(self) -> None:
+        """A new turn starts: the previous one is dropped (lost only if never answered)."""
         pending = self._pending
-        if pending is not None and pending.ended:
-            pending.acknowledged = True
-            self._pending = None
+        if pending is not None and not pending.completed:
+            if self.session is None or not self.session.is_open:
+                self._fail_pending("a new turn started before it was delivered")
+        self._pending = None
 
     def _on_model_audio(self, event: protocol.AudioChunk) -> None:
         if self.state is State.LISTENING and not self.config.live.hands_free:
             return  # the user barged in: the server will send interrupted
-        self._acknowledge()
         now = self._clock()
         if self._first_audio_t is None:
             self._first_audio_t = now
@@ -848,7 +849,8 @@ class Agent:
             self._set_state(State.READY)
 
     def _on_turn_complete(self, event: protocol.TurnComplete) -> None:
-        self._acknowledge()
+        if self._pending is not None and self._pending.ended:
+            self._pending.completed = True
         if self.speaker is not None:
             self.speaker.end_turn()
         self._log_transcripts()
@@ -889,21 +891,36 @@ class Agent:
             self._transcript_in.clear()
         if self._transcript_out:
             said = "".join(self._transcript_out).strip()
-            log.info("turn %d gemini: %s%s", self.turn, said, " [interrupted]" if interrupted else "")
+            log.info(
+                "turn %d gemini: %s%s", self.turn, said, " [interrupted]" if interrupted else ""
+            )
             self._transcript_out.clear()
 
     # ----------------------------------------------------------------- tools
 
     def _on_tool_call(self, event: protocol.ToolCall) -> None:
-        self._acknowledge()
         for call in event.calls:
             self.counters["tool_calls"] += 1
             log.info("turn %d tool call %s(%s) id=%s", self.turn, call.name, call.args, call.id)
+            key = _call_key(call.name, call.args)
+            pending = self._pending
+            if pending is not None and key in pending.tool_results:
+                # The resent turn asks again: answer with the earlier result, don't act twice.
+                cached = dict(pending.tool_results[key], id=call.id)
+                log.info("tool %s already ran for this turn; sending its result", call.name)
+                self._put("tool_response", cached)
+                continue
+            if pending is not None:
+                pending.tool_results[key] = {}  # running
+                self._call_keys[call.id] = key
             self.runner.submit(call.id, call.name, call.args)
         if self.state is not State.LISTENING:
             self._set_state(State.TOOL_RUNNING)
 
     def _on_tool_response(self, response: dict[str, Any]) -> None:
+        key = self._call_keys.pop(response.get("id", ""), None)
+        if key is not None and self._pending is not None and key in self._pending.tool_results:
+            self._pending.tool_results[key] = response
         result = response.get("response", {})
         if "error" in result:
             log.warning("tool %s failed: %s", response.get("name"), result["error"])
@@ -913,10 +930,16 @@ class Agent:
         if session is not None and session.is_open:
             try:
                 session.send(protocol.tool_response([response]))
+                return self._after_tool_response()
             except (ClosedError, SessionError):
-                self._undelivered_tool_responses.append(response)
-        else:
-            self._undelivered_tool_responses.append(response)
+                pass
+        # The connection that asked is gone; a resumed session does not know the call
+        # (handles predate it). The turn is resent and the model asks again: the result
+        # kept in the pending turn answers it then.
+        log.info("tool %s finished while offline; kept for the resent turn", response.get("name"))
+        self._after_tool_response()
+
+    def _after_tool_response(self) -> None:
         if not self.runner.busy and self.state is State.TOOL_RUNNING:
             self._set_state(State.THINKING)
 
@@ -982,8 +1005,7 @@ class Agent:
         self._current_metrics = TurnMetrics(self.turn)
         self._press_t = self._release_t = self._clock()
         self._first_audio_t = None
-        if self._pending is not None and not self._pending.acknowledged:
-            self._fail_pending("a new turn started before it was answered")
+        self._forget_pending_if_answered()
         self._pending = PendingTurn(self.turn, text=text, ended=True, ended_at=self._clock())
         log.info("turn %d you (typed): %s", self.turn, text)
         session = self.session
@@ -1080,6 +1102,10 @@ class Agent:
                 payload[0].close(1.0)
         log.info("stopped")
         return 0 if clean else 1
+
+
+def _call_key(name: str, args: dict[str, Any]) -> str:
+    return name + json.dumps(args, sort_keys=True, default=str)
 
 
 def _fix_for(error: SessionError) -> str:

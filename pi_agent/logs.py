@@ -12,10 +12,17 @@ REDACTED = "[REDACTED]"
 
 
 def add_secret(secret: str | None) -> None:
-    """Register a value that must never appear in a log line (API key, token)."""
+    """Register a value that must never appear in a log line (API key, token).
+
+    Also guards websocket-client's own logger directly, so its trace output (which
+    prints the upgrade request's headers) is redacted whatever handler prints it.
+    """
     if secret and len(secret) >= 4:
         with _lock:
             _secrets.add(secret)
+            ws_logger = logging.getLogger("websocket")
+            if not any(isinstance(f, RedactingFilter) for f in ws_logger.filters):
+                ws_logger.addFilter(RedactingFilter())
 
 
 def redact(text: str) -> str:

@@ -1,0 +1,274 @@
+"""``pi-agent check``: a self-test a user runs after installing, or when something is wrong.
+
+Each check prints one line, PASS, WARN or FAIL, and a failure says how to fix
+it. The exit code is non-zero when anything failed. Nothing here prints the
+API key.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from . import protocol
+from .config import Config, resolve_api_key
+from .errors import ConfigError, PiAgentError, SessionError
+from .session import Credentials, LiveSession, fetch_token
+
+PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
+
+
+@dataclass
+class Result:
+    status: str
+    name: str
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.status:4}  {self.name}: {self.detail}"
+        if self.fix and self.status != PASS:
+            text += f"\n      fix: {self.fix}"
+        return text
+
+
+class Checker:
+    """Runs the checks in order; later checks skip what an earlier failure made pointless."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        environ: dict[str, str] | None = None,
+        pin_factory: Any = None,
+        sslopt: dict[str, Any] | None = None,
+        out: TextIO | None = None,
+        record_seconds: float = 1.0,
+    ):
+        self.config = config
+        self.environ = environ
+        self.pin_factory = pin_factory
+        self.sslopt = dict(sslopt or {})
+        if config.live.ca_file:
+            self.sslopt.setdefault("ca_certs", config.live.ca_file)
+        self.out = out or sys.stdout
+        self.record_seconds = record_seconds
+        self.results: list[Result] = []
+        self.credentials: Credentials | None = None
+
+    def report(self, status: str, name: str, detail: str, fix: str = "") -> Result:
+        result = Result(status, name, detail, fix)
+        self.results.append(result)
+        print(result.line(), file=self.out, flush=True)
+        return result
+
+    def run(self, *, skip_network: bool = False) -> int:
+        self.report(PASS, "config", "valid")
+        steps: list[Callable[[], None]] = [self.check_key, self.check_audio, self.check_gpio]
+        steps.append(self.check_camera)
+        if not skip_network:
+            steps += [self.check_network, self.check_setup]
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # a check must report, never crash the self-test
+                self.report(FAIL, step.__name__.removeprefix("check_"), f"unexpected error: {exc}")
+        failed = [r for r in self.results if r.status == FAIL]
+        warned = [r for r in self.results if r.status == WARN]
+        summary = f"{len(self.results) - len(failed) - len(warned)} passed"
+        summary += f", {len(warned)} warnings, {len(failed)} failed"
+        print(summary, file=self.out)
+        return 1 if failed else 0
+
+    # ------------------------------------------------------------ key
+
+    def check_key(self) -> None:
+        live = self.config.live
+        if live.token_command:
+            try:
+                self.credentials = Credentials(token=fetch_token(live.token_command))
+            except SessionError as exc:
+                self.report(FAIL, "api key", str(exc), "fix live.token_command")
+                return
+            self.report(PASS, "api key", "ephemeral token fetched with live.token_command")
+            return
+        try:
+            key = resolve_api_key(live, self.environ)
+        except ConfigError as exc:
+            self.report(
+                FAIL,
+                "api key",
+                str(exc),
+                f"export {live.api_key_env}=... or run scripts/install.sh to store it as a "
+                "systemd credential",
+            )
+            return
+        self.credentials = Credentials(api_key=key)
+        self.report(PASS, "api key", f"found ({len(key)} characters, not shown)")
+
+    # ------------------------------------------------------------ audio
+
+    def check_audio(self) -> None:
+        settings = self.config.audio
+        if settings.backend == "none":
+            self.report(WARN, "audio", "audio.backend is none: text only")
+            return
+        from .audio import measure_input, play_test_tone
+
+        try:
+            level = measure_input(settings, self.record_seconds)
+        except PiAgentError as exc:
+            self.report(
+                FAIL,
+                "microphone",
+                str(exc),
+                "see `pi-agent devices` and set audio.input_device to a listed name",
+            )
+        else:
+            detail = f"{level.device} at {level.rate} Hz: level {level.dbfs:.0f} dBFS"
+            if level.dbfs < -70:
+                self.report(WARN, "microphone", detail + " (silent?)", "check the mic and its gain")
+            else:
+                self.report(PASS, "microphone", detail)
+        try:
+            played = play_test_tone(settings)
+        except PiAgentError as exc:
+            self.report(
+                FAIL,
+                "speaker",
+                str(exc),
+                "see `pi-agent devices` and set audio.output_device to a listed name",
+            )
+        else:
+            self.report(PASS, "speaker", f"played a chime on {played}")
+
+    # ------------------------------------------------------------ gpio
+
+    def check_gpio(self) -> None:
+        if not self.config.devices:
+            self.report(WARN, "gpio", "no devices configured")
+            return
+        from .devices import Devices, make_pin_factory
+
+        factory = self.pin_factory
+        if factory is None:
+            factory = make_pin_factory(self.config.gpio)
+        try:
+            devices = Devices(self.config, pin_factory=factory)
+        except PiAgentError as exc:
+            self.report(FAIL, "gpio", str(exc), "free the pin or change it in devices:")
+            return
+        except Exception as exc:
+            self.report(
+                FAIL,
+                "gpio",
+                f"{type(exc).__name__}: {exc}",
+                "is the user in the gpio group? is python3-lgpio installed?",
+            )
+            return
+        try:
+            self.report(PASS, "gpio", f"{len(self.config.devices)} devices ready")
+        finally:
+            devices.close()
+
+    # ------------------------------------------------------------ camera
+
+    def check_camera(self) -> None:
+        settings = self.config.camera
+        from .camera import open_camera
+
+        try:
+            backend = open_camera(settings)
+        except PiAgentError as exc:
+            self.report(FAIL, "camera", str(exc), "or set camera.backend: none")
+            return
+        if backend is None:
+            self.report(PASS, "camera", "off")
+            return
+        try:
+            backend.start()
+            jpeg = backend.capture_jpeg(settings.capture_timeout_s)
+            w, h = backend.size
+            self.report(PASS, "camera", f"{settings.backend}: {w}x{h} frame, {len(jpeg)} bytes")
+        except Exception as exc:
+            self.report(FAIL, "camera", f"capture failed: {exc}", "check the ribbon cable")
+        finally:
+            backend.close()
+
+    # ------------------------------------------------------------ network
+
+    def check_network(self) -> None:
+        url = urlsplit(self.config.live.endpoint)
+        host = url.hostname or ""
+        port = url.port or (443 if url.scheme == "wss" else 80)
+        try:
+            addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            self.report(FAIL, "dns", f"cannot resolve {host}: {exc}", "check Wi-Fi and DNS")
+            return
+        self.report(PASS, "dns", f"{host} -> {addresses[0][4][0]}")
+        try:
+            with socket.create_connection((host, port), timeout=10) as raw:
+                if url.scheme == "wss":
+                    context = ssl.create_default_context(cafile=self.sslopt.get("ca_certs"))
+                    with context.wrap_socket(raw, server_hostname=host) as tls:
+                        version = tls.version()
+                    self.report(PASS, "tls", f"{host}:{port} {version}, certificate valid")
+                else:
+                    self.report(WARN, "tls", f"{url.scheme}:// is not encrypted (test server?)")
+        except ssl.SSLCertVerificationError as exc:
+            self.report(
+                FAIL,
+                "tls",
+                f"certificate check failed: {exc.verify_message}",
+                "is the clock right? (timedatectl)",
+            )
+        except OSError as exc:
+            self.report(FAIL, "tls", f"cannot connect to {host}:{port}: {exc}", "check network")
+
+    def check_setup(self) -> None:
+        if self.credentials is None:
+            self.report(FAIL, "live setup", "skipped: no API key")
+            return
+        live = self.config.live
+        options = protocol.SetupOptions(model=live.model, voice=live.voice)
+        started = time.monotonic()
+        session = LiveSession(
+            protocol.live_url(
+                live.endpoint, api_version=live.api_version, ephemeral=self.credentials.ephemeral
+            ),
+            self.credentials,
+            protocol.build_setup(options),
+            on_event=lambda _s, _e: None,
+            sslopt=self.sslopt,
+            setup_timeout=live.setup_timeout_s,
+        )
+        try:
+            session.open()
+        except SessionError as exc:
+            self.report(FAIL, "live setup", str(exc), _setup_fix(exc))
+            return
+        took = (time.monotonic() - started) * 1000
+        session.close()
+        self.report(PASS, "live setup", f"setupComplete from {live.model} in {took:.0f} ms")
+
+
+def _setup_fix(exc: SessionError) -> str:
+    if exc.kind == "auth":
+        return "the API key was refused: create a new key and store it again"
+    if exc.code == 1008:
+        return "check live.model (e.g. gemini-3.8-live)"
+    if exc.code == 1007:
+        return "the server rejected the setup: check live.* options"
+    return "check the network; the agent retries by itself"
+
+
+def run_check(config: Config, *, skip_network: bool = False, **kwargs: Any) -> int:
+    """Run every check, print the report, return the exit code."""
+    return Checker(config, **kwargs).run(skip_network=skip_network)
