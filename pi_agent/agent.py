@@ -30,6 +30,7 @@ Keeping the conversation alive:
 
 from __future__ import annotations
 
+import collections
 import enum
 import json
 import logging
@@ -146,7 +147,9 @@ class Agent:
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.stopping = threading.Event()
         self.stopped = threading.Event()
+        self._changed = threading.Condition()
         self.state = State.IDLE
+        self.transitions: collections.deque[State] = collections.deque(maxlen=500)
         self.muted = False
         self.error_kind: str | None = None
         self.last_error: str | None = None
@@ -280,6 +283,11 @@ class Agent:
             return {"ok": False, "error": "the agent did not answer in time"}
         return reply.answer
 
+    def wait_until(self, predicate: Callable[[Agent], bool], timeout: float) -> bool:
+        """Block until ``predicate(agent)`` holds after some event (for tests and the demo)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: predicate(self), timeout)
+
     def stop(self) -> None:
         """Ask ``run()`` to shut down (safe from a signal handler)."""
         self.stopping.set()
@@ -313,6 +321,8 @@ class Agent:
             except Exception:
                 log.exception("agent failed handling %s; carrying on", kind)
             self._maybe_connect()
+            with self._changed:
+                self._changed.notify_all()
         return self._shutdown()
 
     def _healthy(self) -> bool:
@@ -369,6 +379,7 @@ class Agent:
         pattern = light or self._light_for(state)
         if changed:
             log.info("turn %d: %s", self.turn, state.value)
+            self.transitions.append(state)
         try:
             self.light.show(pattern)
         except Exception:

@@ -1,0 +1,275 @@
+"""The agent end to end: real Agent, real gpiozero (mock pins), real sockets, fake server.
+
+These run with ``audio.backend: none`` (typed turns, the button without a mic);
+tests/test_agent_audio.py adds the microphone and speaker on simulated ALSA.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from pi_agent.agent import State
+from pi_agent.control import send_command
+from pi_agent.sim.fake_live import FakeLiveServer, Reply
+
+from .agent_harness import RunningAgent, agent_config
+from .conftest import FAKE_KEY, TIMEOUT
+
+
+@pytest.fixture
+def server():
+    with FakeLiveServer(api_key=FAKE_KEY) as srv:
+        yield srv
+
+
+def subs(server, conn_id=None):
+    return [m.sub for m in server.messages(kind="realtimeInput", conn_id=conn_id)]
+
+
+def lamp_on(run: RunningAgent) -> bool:
+    # active_high: false -> the relay input is driven low when the lamp is on
+    return run.factory.pin(23).state == 0
+
+
+def turns_done(server, n):
+    return lambda a: len(server.sent_messages("sessionResumptionUpdate")) >= n
+
+
+def test_agent_connects_and_sends_a_valid_setup(server, tmp_path):
+    with RunningAgent(agent_config(server, tmp_path)) as run:
+        run.wait_state(State.READY)
+        setup = server.connection().setup
+        assert setup["realtimeInputConfig"] == {"automaticActivityDetection": {"disabled": True}}
+        names = [d["name"] for d in setup["tools"][0]["functionDeclarations"]]
+        assert names == ["set_lamp", "toggle_lamp"]
+        assert setup["sessionResumption"] == {}
+        assert setup["contextWindowCompression"] == {"slidingWindow": {}}
+        assert run.status()["connection"]["connected"] is True
+    assert run.exit_code == 0
+
+
+def test_agent_typed_turn_and_transcripts(server, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="pi_agent")
+    server.replies.append(Reply(text="It is noon.", input_transcription=""))
+    with RunningAgent(agent_config(server, tmp_path)) as run:
+        run.wait_state(State.READY)
+        assert send_command(str(tmp_path / "control.sock"), {"cmd": "say", "text": "time?"}) == {
+            "ok": True
+        }
+        run.wait(lambda a: a.state is State.READY and a.turn == 1 and a.handle, what="turn done")
+    assert subs(server) == ["activityStart", "text", "activityEnd"]
+    assert "turn 1 you (typed): time?" in caplog.text
+    assert "turn 1 gemini: It is noon." in caplog.text
+
+
+def test_agent_button_press_release_makes_a_turn(server, tmp_path):
+    with RunningAgent(agent_config(server, tmp_path)) as run:
+        run.wait_state(State.READY)
+        button = run.factory.pin(17)
+        button.drive_low()
+        run.wait_state(State.LISTENING)
+        button.drive_high()
+        run.wait(turns_done(server, 1), what="a reply")
+        run.wait_state(State.READY)
+        assert State.THINKING in run.agent.transitions
+    assert subs(server) == ["activityStart", "activityEnd"]
+
+
+def test_agent_tool_call_switches_a_pin_and_answers_with_its_id(server, tmp_path):
+    server.replies.append(Reply(text="Done.", tool_calls=[("set_lamp", {"on": True})]))
+    with RunningAgent(agent_config(server, tmp_path)) as run:
+        run.wait_state(State.READY)
+        assert not lamp_on(run)
+        run.agent.say("turn on the lamp")
+        run.wait(turns_done(server, 1), what="the turn")
+        assert lamp_on(run)
+        call = server.sent_messages("toolCall")[0].message["toolCall"]["functionCalls"][0]
+        response = server.tool_response(call["id"])
+        assert response["name"] == "set_lamp"
+        assert response["response"]["result"]["on"] is True
+        assert run.status()["counters"]["tool_calls"] == 1
+        lamp = run.factory.pin(23)
+    # Shutdown drives the safe value (off = high for this active-low relay), then close()
+    # releases the pin to an input, which the mock pin reads as 0.
+    states = [p.state for p in lamp.states]
+    assert states[-2:] == [1, 0], states
+
+
+def test_agent_bad_tool_args_get_an_error_response_and_move_nothing(server, tmp_path):
+    server.replies.append(Reply(text="Hmm.", tool_calls=[("set_lamp", {"on": "yes please"})]))
+    server.replies.append(Reply(text="Hmm.", tool_calls=[("open_the_door", {})]))
+    with RunningAgent(agent_config(server, tmp_path)) as run:
+        run.wait_state(State.READY)
+        run.agent.say("lamp")
+        run.wait(turns_done(server, 1), what="first turn")
+        run.agent.say("door")
+        run.wait(turns_done(server, 2), what="second turn")
+        assert not lamp_on(run)
+        assert run.agent.state is State.READY
+    calls = [
+        m.message["toolCall"]["functionCalls"][0]["id"] for m in server.sent_messages("toolCall")
+    ]
+    errors = [server.tool_response(i)["response"]["error"] for i in calls]
+    assert errors[0] == "argument 'on' of set_lamp must be true or false, not 'yes please'"
+    assert "open_the_door" in errors[1]
+
+
+def test_agent_go_away_rolls_over_with_the_handle_without_error(server, tmp_path):
+    with RunningAgent(agent_config(server, tmp_path)) as run:
+        run.wait_state(State.READY)
+        run.agent.say("one")
+        run.wait(lambda a: a.handle is not None and a.state is State.READY, what="a handle")
+        handle = run.agent.handle
+        server.go_away(time_left_s=5, close_after_s=2)
+        run.wait(
+            lambda a: (
+                len(server.connections) == 2 and a.session is not None and a.session.name == "s2"
+            ),
+            what="the new connection",
+        )
+        assert server.connections[1].resumed_handle == handle
+        run.agent.say("two")
+        run.wait(turns_done(server, 2), what="turn on the new connection")
+        assert run.agent.counters["rollovers"] == 1
+        bad = {State.ERROR, State.RECONNECTING, State.CONNECTING}
+        assert not bad & set(list(run.agent.transitions)[2:]), run.agent.transitions
+    assert subs(server, conn_id=server.connections[1].id) == [
+        "activityStart",
+        "text",
+        "activityEnd",
+    ]
+
+
+def test_agent_drop_reconnects_and_resumes(server, tmp_path):
+    with RunningAgent(agent_config(server, tmp_path)) as run:
+        run.wait_state(State.READY)
+        run.agent.say("one")
+        run.wait(lambda a: a.handle is not None and a.state is State.READY, what="a handle")
+        handle = run.agent.handle
+        server.drop()
+        run.wait(
+            lambda a: len(server.connections) == 2 and a.state is State.READY, what="reconnected"
+        )
+        assert server.connections[1].resumed_handle == handle
+        status = run.status()
+        assert status["counters"]["reconnects"] == 1
+        assert len(status["reconnect_durations_ms"]) == 1
+
+
+def test_agent_drop_before_the_answer_resends_the_turn(server, tmp_path):
+    with RunningAgent(agent_config(server, tmp_path)) as run:
+        run.wait_state(State.READY)
+        server.pause_replies()
+        run.agent.say("are you there")
+        server.wait_for(lambda s: "activityEnd" in subs(s), TIMEOUT)
+        server.drop()
+        server.resume_replies()
+        run.wait(turns_done(server, 1), what="the resent turn answered")
+        assert run.agent.counters["resent_turns"] == 1
+    second = server.connections[-1].id
+    texts = [
+        m.message["realtimeInput"]["text"] for m in server.messages(sub="text", conn_id=second)
+    ]
+    assert texts == ["are you there"]
+    assert subs(server, conn_id=second) == ["activityStart", "text", "activityEnd"]
+
+
+def test_agent_tool_not_run_twice_when_the_turn_is_resent(server, tmp_path):
+    """A toggle that ran before the drop must not toggle again when the model re-asks."""
+    # The first answer is spoken in real time, so the drop lands in the middle of it.
+    slow = Reply(text="I toggled the lamp for you, here you go.", pace=1.0)
+    slow.tool_calls.append(("toggle_lamp", {}))
+    server.replies.append(slow)
+    server.replies.append(Reply(text="Toggled.", tool_calls=[("toggle_lamp", {})]))
+    with RunningAgent(agent_config(server, tmp_path)) as run:
+        run.wait_state(State.READY)
+        run.agent.say("toggle the lamp")
+        call_id = "function-call-1"
+        assert server.wait_tool_response(call_id, TIMEOUT)
+        assert lamp_on(run)
+        server.drop()
+        run.wait(turns_done(server, 1), what="the resent turn answered")
+        assert lamp_on(run), "the lamp was toggled once, not twice"
+        assert run.agent.counters["resent_turns"] == 1
+
+
+def test_agent_refused_handle_falls_back_to_a_fresh_session(server, tmp_path, caplog):
+    with RunningAgent(agent_config(server, tmp_path)) as run:
+        run.wait_state(State.READY)
+        run.agent.say("one")
+        run.wait(lambda a: a.handle is not None and a.state is State.READY, what="a handle")
+        server.forget_handles()
+        server.drop()
+        run.wait(
+            lambda a: len(server.connections) == 3 and a.state is State.READY,
+            what="a fresh session",
+        )
+        assert server.connections[1].close_code == 1008
+        assert server.connections[2].resumed_handle is None
+        assert "starting a fresh one" in caplog.text
+
+
+def test_agent_fatal_model_error_stops_retrying(server, tmp_path, caplog):
+    config = agent_config(server, tmp_path, live={"endpoint": server.url, "model": "gemini-9"})
+    with RunningAgent(config) as run:
+        run.wait_state(State.ERROR)
+        status = run.status()
+        assert status["connection"]["reconnecting_in_s"] > 20  # fatal_retry_s = 30
+        assert "not found" in status["last_error"]
+        assert len(server.connections) == 1
+        assert run.agent.light is not None
+    assert "Check live.model" in caplog.text
+
+
+def test_agent_bad_key_shows_the_auth_error(server, tmp_path):
+    with RunningAgent(agent_config(server, tmp_path), key="not-the-key") as run:
+        run.wait_state(State.ERROR)
+        assert run.agent.error_kind == "auth"
+        assert "not-the-key" not in run.status()["last_error"]
+
+
+def test_agent_malformed_server_message_is_skipped(server, tmp_path):
+    with RunningAgent(agent_config(server, tmp_path)) as run:
+        run.wait_state(State.READY)
+        server.send_malformed()
+        server.send({"serverContent": {}})
+        run.agent.say("still there?")
+        run.wait(turns_done(server, 1), what="a reply after garbage")
+        assert run.agent.session is not None and run.agent.session.name == "s1"
+
+
+def test_agent_control_socket_commands(server, tmp_path):
+    sock = str(tmp_path / "control.sock")
+    with RunningAgent(agent_config(server, tmp_path)) as run:
+        run.wait_state(State.READY)
+        assert send_command(sock, {"cmd": "press"}) == {"ok": True}
+        run.wait_state(State.LISTENING)
+        assert send_command(sock, {"cmd": "release"}) == {"ok": True}
+        run.wait(turns_done(server, 1), what="reply")
+        assert send_command(sock, {"cmd": "mute"}) == {"ok": True}
+        assert send_command(sock, {"cmd": "status"})["status"]["muted"] is True
+        assert send_command(sock, {"cmd": "press"}) == {"ok": True}  # ignored while muted
+        assert send_command(sock, {"cmd": "unmute"}) == {"ok": True}
+        reply = send_command(sock, {"cmd": "volume", "value": 0.5})
+        assert reply == {"ok": False, "error": "there is no speaker (audio.backend is none)"}
+        assert send_command(sock, {"cmd": "bogus"})["ok"] is False
+        status = send_command(sock, {"cmd": "status"})["status"]
+        assert status["state"] == "ready" and status["turn"] == 1
+        assert status["devices"]["lamp"] is not None
+    assert subs(server) == ["activityStart", "activityEnd"]
+
+
+def test_agent_status_light_follows_states(server, tmp_path):
+    with RunningAgent(agent_config(server, tmp_path)) as run:
+        run.wait_state(State.READY)
+        led = run.factory.pin(18)
+        run.factory.pin(17).drive_low()
+        run.wait_state(State.LISTENING)
+        listening = led.state
+        run.factory.pin(17).drive_high()
+        run.wait(turns_done(server, 1), what="reply")
+        run.wait_state(State.READY)
+        assert listening != 0
+    assert led.state == 0  # off after shutdown
