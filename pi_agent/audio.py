@@ -1,0 +1,795 @@
+"""Microphone and speaker workers, the half-duplex gate, and the chimes.
+
+* :class:`Microphone` (thread ``pi-agent-mic``) reads the device in 20 ms
+  blocks, turns them into 16 kHz s16le mono chunks of ``audio.chunk_ms`` and
+  keeps the last ``audio.preroll_ms`` so the first syllable is never lost.
+* :class:`Speaker` (thread ``pi-agent-speaker``) plays the server's 24 kHz
+  audio in 20 ms writes behind a small jitter buffer; :meth:`Speaker.flush`
+  stops it within one write for barge-in.
+* :class:`HalfDuplexGate` keeps the mic closed while the speaker (or a chime)
+  sounds and for ``audio.echo_tail_ms`` after, unless ``audio.full_duplex``.
+
+Both workers survive their device: a missing or vanished device is retried
+with capped exponential backoff and reported once per state change through
+``on_state(state, detail)`` ('starting', 'ok', 'missing', 'error').
+Full duplex with an echo canceller is described in ``docs/audio.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .audio_backend import (
+    HUB,
+    INPUT_RATES,
+    MIC_RATE,
+    OUTPUT_RATES,
+    SPEAKER_RATE,
+    DeviceInfo,
+    DeviceWorker,
+    LossDetector,
+    MicConverter,
+    OnState,
+    PortAudioHub,
+    Stream,
+    find_device,
+    list_devices,
+    make_resampler,
+    to_int16,
+)
+from .config import AudioSettings
+from .errors import AudioDeviceError
+from .threads import call_logged
+
+__all__ = [
+    "CHIMES",
+    "HalfDuplexGate",
+    "InputLevel",
+    "MicChunk",
+    "Microphone",
+    "Speaker",
+    "find_device",
+    "list_devices",
+    "measure_input",
+    "play_test_tone",
+    "render_chime",
+]
+
+log = logging.getLogger("pi_agent.audio")
+
+READ_MS = 20  #: device read size; chunks of any audio.chunk_ms are cut from the stream
+PERIOD_MS = 20  #: speaker write size: flush() waits for at most one of these
+MAX_BUFFER_S = 60.0  #: speaker buffer bound: replies arrive faster than real time
+CHIME_GUARD_S = 0.1  #: mic chunks this close to a chime are blanked
+_OVERFLOW_LOG_EVERY_S = 60.0
+
+
+class MicChunk(bytes):
+    """16 kHz s16le mono; ``captured_at`` = ``time.monotonic()`` when its last frame was read.
+
+    A ``bytes`` subclass, so ``on_chunk(pcm)`` stays a one-argument callback and
+    anything that takes bytes takes it; latency metrics read the attribute.
+    """
+
+    captured_at: float = 0.0
+
+    @classmethod
+    def at(cls, pcm: bytes, t: float) -> MicChunk:
+        chunk = cls(pcm)
+        chunk.captured_at = t
+        return chunk
+
+
+# --------------------------------------------------------------------------- microphone
+
+
+class Microphone(DeviceWorker):
+    """The mic thread: 16 kHz s16le mono chunks, a pre-roll ring, and a capture switch.
+
+    ``on_chunk(chunk)`` is called ON THE MIC THREAD, with :attr:`capture_lock`
+    held, for every chunk after :meth:`start_capture`; it must only enqueue.
+    Chunks are :class:`MicChunk` (bytes with ``captured_at``).
+    """
+
+    role = "microphone"
+
+    def __init__(
+        self,
+        settings: AudioSettings,
+        on_chunk: Callable[[bytes], None],
+        *,
+        on_state: OnState | None = None,
+        gate: HalfDuplexGate | None = None,
+        hub: PortAudioHub | None = None,
+    ):
+        super().__init__(settings, on_state, "pi-agent-mic", hub or HUB)
+        self._on_chunk = on_chunk
+        self.gate = gate
+        self.chunk_bytes = MIC_RATE * settings.chunk_ms // 1000 * 2
+        self._chunk_s = settings.chunk_ms / 1000
+        self._preroll: deque[MicChunk] = deque(
+            maxlen=math.ceil(settings.preroll_ms / settings.chunk_ms)
+        )
+        #: Held while a chunk is handed out; hold it to order work against new chunks.
+        self.capture_lock = threading.RLock()
+        self._capturing = False
+        self._gated = False
+        self._conv: MicConverter | None = None
+        self._overflows = 0
+        self._chunks = 0
+        self.skipped = 0  #: chunks dropped by the closed gate during gated capture
+        self.blanked = 0  #: chunks replaced by silence because a chime sounded
+        self._last_chunk_time: float | None = None
+        self._overflow_logged = -math.inf
+
+    # -- the agent's side
+    def start_capture(self, *, gated: bool = False) -> list[bytes]:
+        """Return the pre-roll and, from now on, pass every new chunk to ``on_chunk``.
+
+        Atomic: each chunk is either in the returned list or delivered later,
+        never both, never neither. With ``gated`` (hands-free), chunks are
+        skipped while the gate is closed. A second call only changes ``gated``.
+        """
+        with self.capture_lock:
+            preroll = list(self._preroll)
+            self._preroll.clear()
+            self._capturing = True
+            self._gated = gated
+        return preroll
+
+    def stop_capture(self) -> None:
+        """Stop delivering; chunks go to the pre-roll ring again."""
+        with self.capture_lock:
+            self._capturing = False
+            self._gated = False
+
+    @property
+    def is_capturing(self) -> bool:
+        return self._capturing
+
+    @property
+    def overflows(self) -> int:
+        """Times the device lost audio because we read too late."""
+        return self._overflows
+
+    @property
+    def chunks(self) -> int:
+        """Chunks produced since start (delivered or not)."""
+        return self._chunks
+
+    @property
+    def last_chunk_time(self) -> float | None:
+        """``time.monotonic()`` when the newest chunk was read."""
+        return self._last_chunk_time
+
+    # -- the thread's side
+    def _open(self) -> str:
+        s = self.settings
+        dev = self._hub.find(s.input_device, input=True)
+        channels = self._channels_for(dev)
+        candidates = (s.input_rate,) if s.input_rate else INPUT_RATES
+        rate = next((r for r in candidates if self._hub.supports(dev.index, r, channels, True)), 0)
+        if not rate:
+            raise AudioDeviceError(
+                f"input device {dev.name!r} supports none of {', '.join(map(str, candidates))} Hz"
+                f" with {channels} channel(s)"
+            )
+        frames = rate * READ_MS // 1000
+        self._stream = self._hub.open(
+            dev.index, rate=rate, channels=channels, frames=frames, input=True, start=True
+        )
+        self.device_name, self.device_rate = dev.name, rate
+        self._conv = MicConverter(rate, channels, s.input_channel, s.mic_gain_db, self.chunk_bytes)
+        how = "" if rate == MIC_RATE else f", resampled to {MIC_RATE} Hz"
+        pick = "" if channels == 1 else f", channel {s.input_channel}"
+        note = f" ({dev.note})" if dev.note else ""
+        return f"using {dev.name!r} at {rate} Hz, {channels} ch{pick}{how}{note}"
+
+    def _channels_for(self, dev: DeviceInfo) -> int:
+        """Open a hardware-like device (<= 8 ch) with all its channels and pick ourselves;
+        a plugin device (default, plughw: 128 ch) converts for us, so ask for what we need."""
+        pick = self.settings.input_channel
+        if self.settings.input_channels:
+            n = self.settings.input_channels
+        elif dev.max_input_channels <= 8:
+            n = dev.max_input_channels
+        else:
+            n = 1 if pick in (0, "mix") else int(pick) + 1
+        if n > dev.max_input_channels:
+            raise AudioDeviceError(f"{dev.name!r} has only {dev.max_input_channels} input channels")
+        if pick != "mix" and int(pick) >= n:
+            raise AudioDeviceError(
+                f"audio.input_channel is {pick} but {dev.name!r} is opened with {n} channel(s)"
+            )
+        return n
+
+    def _serve(self) -> None:
+        stream, conv = self._stream, self._conv
+        assert stream is not None and conv is not None
+        frames = stream.frames
+        detector = LossDetector(stream.rate, frames)
+        while not self.stopping.is_set() and not self._hub.reinit_pending:
+            began = time.monotonic()
+            data = stream.read(frames)
+            now = time.monotonic()
+            if detector.update(frames, began, now):
+                self._count_overflow(now)
+            for pcm in conv.push(data):
+                self._emit(pcm, now)
+
+    def _count_overflow(self, now: float) -> None:
+        self._overflows += 1
+        if now - self._overflow_logged >= _OVERFLOW_LOG_EVERY_S:
+            self._overflow_logged = now
+            log.warning(
+                "microphone overflow: audio was lost because the mic thread fell behind"
+                " (%d so far; next report in %.0f s at most)",
+                self._overflows,
+                _OVERFLOW_LOG_EVERY_S,
+            )
+
+    def _emit(self, pcm: bytes, now: float) -> None:
+        chunk = MicChunk.at(pcm, now)
+        self._chunks += 1
+        self._last_chunk_time = now
+        with self.capture_lock:
+            if not self._capturing:
+                self._preroll.append(chunk)
+                return
+            gate = self.gate
+            if gate is not None:
+                if self._gated and not gate.is_open():
+                    self.skipped += 1
+                    return
+                if gate.chime_overlaps(now - self._chunk_s, now):
+                    self.blanked += 1
+                    chunk = MicChunk.at(bytes(len(pcm)), now)
+            call_logged(self._on_chunk, chunk)
+
+
+# --------------------------------------------------------------------------- chimes
+
+#: name -> notes as (frequency Hz or 0 for a rest, milliseconds)
+CHIMES: dict[str, tuple[tuple[float, float], ...]] = {
+    "press": ((660.0, 60), (990.0, 90)),
+    "release": ((990.0, 60), (660.0, 90)),
+    "error": ((330.0, 110), (0.0, 50), (330.0, 110)),
+    "connected": ((523.25, 80), (659.25, 80), (783.99, 120)),
+}
+
+
+def render_chime(name: str, rate: int = SPEAKER_RATE, volume: float = 1.0) -> np.ndarray:
+    """A chime as float32 samples on the int16 scale, generated (no files to ship)."""
+    if name not in CHIMES:
+        raise ValueError(f"unknown chime {name!r}; expected one of {', '.join(CHIMES)}")
+    parts = []
+    fade = int(rate * 0.005)
+    for freq, ms in CHIMES[name]:
+        n = int(rate * ms / 1000)
+        t = np.arange(n, dtype=np.float32) / rate
+        if freq:
+            x = np.sin(2 * np.pi * freq * t) + 0.25 * np.sin(6 * np.pi * freq * t)
+            ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+            x[:fade] *= ramp
+            x[-fade:] *= ramp[::-1]
+        else:
+            x = np.zeros(n, dtype=np.float32)
+        parts.append(x)
+    return (np.concatenate(parts) * (0.45 * 32767 * volume)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- speaker
+
+
+class Speaker(DeviceWorker):
+    """The speaker thread: a jitter buffer, 20 ms writes, volume, flush, chimes.
+
+    Events (``on_event``, called on the speaker thread): ``"started"`` when the
+    first audio of a turn has gone to the device, ``"idle"`` when a turn has
+    really finished (``end_turn()`` was called, the buffer ran empty and the
+    device drained) or was flushed. Chimes alone send no events, but they do
+    clear :attr:`idle` while they sound, which closes the gate.
+    """
+
+    role = "speaker"
+
+    def __init__(
+        self,
+        settings: AudioSettings,
+        *,
+        on_event: Callable[[str], None] | None = None,
+        on_state: OnState | None = None,
+        hub: PortAudioHub | None = None,
+    ):
+        super().__init__(settings, on_state, "pi-agent-speaker", hub or HUB)
+        self._on_event = on_event
+        self._cond = threading.Condition()
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._carry = b""
+        self._max_bytes = int(MAX_BUFFER_S * SPEAKER_RATE) * 2
+        self._jitter_bytes = SPEAKER_RATE * settings.jitter_ms // 1000 * 2
+        self._period_bytes = SPEAKER_RATE * PERIOD_MS // 1000 * 2
+        self._turn = False  # a turn has been given audio and has not finished
+        self._ended = False  # end_turn() was called for it
+        self._primed = False  # the jitter buffer filled: writing
+        self._started_sent = False
+        self._play_end = -math.inf  # when the device will have played all we wrote (estimate)
+        self._drop_logged = False
+        self._chimes: deque[str] = deque()
+        self._chime = np.zeros(0, dtype=np.float32)  # device-rate chime samples still to mix
+        self._out = np.zeros(0, dtype=np.int16)  # device-rate turn samples ready to write
+        self._tail_done = False
+        self._chime_start = -math.inf
+        self._chime_until = -math.inf
+        self._flush_seq = 0
+        self._flush_ack = 0
+        self._flushed_turn = False
+        self._turn_id = 0  # which turn the samples in _out belong to, vs the current one
+        self._out_turn = 0
+        self._volume = float(settings.volume)
+        self._resampler = None
+        #: Set when nothing is playing (no turn audio, no chime).
+        self.idle = threading.Event()
+        self.idle.set()
+        self._last_drained = -math.inf
+        self._underruns = 0
+        self.dropped_bytes = 0  #: audio refused because the buffer was full or the device gone
+
+    # -- called from other threads
+    def play(self, pcm24: bytes) -> None:
+        """Queue 24 kHz s16le mono from the server (session reader thread; never blocks long)."""
+        if not pcm24:
+            return
+        with self._cond:
+            if self._carry:
+                pcm24, self._carry = self._carry + pcm24, b""
+            if len(pcm24) % 2:
+                pcm24, self._carry = pcm24[:-1], pcm24[-1:]
+            if self._state not in ("starting", "ok") or self._queued + len(pcm24) > self._max_bytes:
+                self.dropped_bytes += len(pcm24)
+                if not self._drop_logged:
+                    self._drop_logged = True
+                    why = "the device is " + self._state if self._state != "ok" else "it is full"
+                    log.warning("speaker: dropping audio because %s", why)
+                return
+            if not self._turn or self._ended:  # a new turn (perhaps before the last drained)
+                self._turn, self._ended, self._started_sent = True, False, False
+                self._tail_done = False
+                self._turn_id += 1
+            self._queue.append(pcm24)
+            self._queued += len(pcm24)
+            self.idle.clear()
+            self._cond.notify_all()
+
+    def end_turn(self) -> None:
+        """Mark the turn's end: play what is buffered (even below the jitter mark), then idle."""
+        with self._cond:
+            if self._turn:
+                self._ended = True
+                self._cond.notify_all()
+
+    def flush(self) -> float:
+        """Drop everything and silence the device; return the seconds it took.
+
+        The speaker thread stops after its current 20 ms write at most, then
+        aborts the stream, which drops what the device still buffers. Audio
+        played after this returns starts a new turn.
+        """
+        began = time.monotonic()
+        with self._cond:
+            self._queue.clear()
+            self._queued = 0
+            self._carry = b""
+            self._chimes.clear()
+            self._flushed_turn = self._flushed_turn or self._turn
+            self._turn = self._ended = self._primed = False
+            self._started_sent = False
+            self._turn_id += 1  # a write still in flight belongs to no turn now
+            self._flush_seq += 1
+            seq = self._flush_seq
+            self._cond.notify_all()
+            if self._stream is None or not self.is_alive:
+                self._flush_ack = seq
+                self._after_flush_locked()
+            else:
+                while self._flush_ack < seq and time.monotonic() - began < 0.5:
+                    self._cond.wait(0.005)
+        return time.monotonic() - began
+
+    def play_chime(self, name: str) -> None:
+        """Play an earcon locally ('press', 'release', 'error', 'connected'), if enabled."""
+        if name not in CHIMES:
+            raise ValueError(f"unknown chime {name!r}; expected one of {', '.join(CHIMES)}")
+        if not getattr(self.settings.chimes, name):
+            return
+        with self._cond:
+            if self._state not in ("starting", "ok"):
+                return
+            now = time.monotonic()
+            duration = sum(ms for _f, ms in CHIMES[name]) / 1000
+            if self._chime_until < now:
+                self._chime_start = now
+            self._chime_until = max(self._chime_until, now) + duration + 0.1
+            self._chimes.append(name)
+            self.idle.clear()
+            self._cond.notify_all()
+
+    @property
+    def volume(self) -> float:
+        return self._volume
+
+    @volume.setter
+    def volume(self, value: float) -> None:
+        """0-1, applied from the next 20 ms write (a float store is atomic)."""
+        self._volume = min(1.0, max(0.0, float(value)))
+
+    @property
+    def is_playing(self) -> bool:
+        return not self.idle.is_set()
+
+    @property
+    def underruns(self) -> int:
+        """Times playback ran dry in the middle of a turn (network gaps, a slow Pi)."""
+        return self._underruns
+
+    @property
+    def last_drained(self) -> float:
+        """``time.monotonic()`` when the speaker last went idle (-inf if never)."""
+        return self._last_drained
+
+    def chime_overlaps(self, t0: float, t1: float) -> bool:
+        """Whether a chime sounded (or echoed, ``CHIME_GUARD_S``) between t0 and t1."""
+        return t1 >= self._chime_start and t0 <= self._chime_until + CHIME_GUARD_S
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _set_state(self, state: str, detail: str) -> None:
+        super()._set_state(state, detail)
+        if state in ("missing", "error"):  # nothing will play: don't hold the gate shut
+            with self._cond:
+                self._queue.clear()
+                self._queued = 0
+                self._chimes.clear()
+                if self._turn:
+                    self._flushed_turn = True
+                self._turn = self._ended = self._primed = False
+                self._turn_id += 1
+                self._after_flush_locked()
+
+    # -- the thread's side
+    def _open(self) -> str:
+        s = self.settings
+        self._out = np.zeros(0, dtype=np.int16)  # a new stream: nothing half-written
+        self._chime = np.zeros(0, dtype=np.float32)
+        self._play_end = -math.inf
+        dev = self._hub.find(s.output_device, input=False)
+        rates = (s.output_rate,) if s.output_rate else OUTPUT_RATES
+        # A hardware-like stereo device (<= 8 ch) gets both channels (PortAudio would leave
+        # the second one silent); a plugin device (default, plughw) takes mono and spreads it.
+        widths = (2, 1) if 2 <= dev.max_output_channels <= 8 else (1, 2)
+        choice = next(
+            (
+                (r, ch)
+                for r in rates
+                for ch in widths
+                if ch <= dev.max_output_channels and self._hub.supports(dev.index, r, ch, False)
+            ),
+            None,
+        )
+        if choice is None:
+            raise AudioDeviceError(
+                f"output device {dev.name!r} supports none of {', '.join(map(str, rates))} Hz"
+            )
+        rate, channels = choice
+        frames = rate * PERIOD_MS // 1000
+        self._stream = self._hub.open(
+            dev.index, rate=rate, channels=channels, frames=frames, input=False, start=False
+        )
+        self.device_name, self.device_rate = dev.name, rate
+        self._resampler = make_resampler(SPEAKER_RATE, rate) if rate != SPEAKER_RATE else None
+        how = "" if rate == SPEAKER_RATE else f", resampled from {SPEAKER_RATE} Hz"
+        note = f" ({dev.note})" if dev.note else ""
+        return f"using {dev.name!r} at {rate} Hz, {channels} ch{how}{note}"
+
+    def _serve(self) -> None:
+        stream = self._stream
+        assert stream is not None
+        while True:
+            block: bytes | None = None
+            with self._cond:
+                if self._flush_ack < self._flush_seq:
+                    self._flush_ack = self._flush_seq
+                    self._cond.notify_all()  # flush() returns now; the abort follows at once
+                    action = "abort"
+                elif self.stopping.is_set():
+                    return
+                elif self._hub.reinit_pending and self._is_quiet(stream):
+                    return  # close the stream so another worker can re-enumerate devices
+                else:
+                    while self._chimes:
+                        name = self._chimes.popleft()
+                        more = render_chime(name, stream.rate, self.settings.chimes.volume)
+                        self._chime = np.concatenate([self._chime, more])
+                    action = self._next_action(stream)
+                    if action == "take":
+                        block = self._take_block()
+                    elif action == "tail":
+                        self._tail_done = True
+                    elif action is None:
+                        self._cond.wait(0.05)
+                        continue
+            if action == "abort":
+                stream.abort()
+                self._out = np.zeros(0, dtype=np.int16)
+                self._chime = np.zeros(0, dtype=np.float32)
+                if self._resampler is not None:
+                    self._resampler.clear()
+                with self._cond:
+                    self._after_flush_locked()
+            elif action == "take":
+                self._resample(block)
+            elif action == "tail":
+                self._resample(None)
+            elif action == "write":
+                self._write(stream)
+            elif action == "drain":
+                self._drain(stream)
+            elif action == "finish":
+                with self._cond:
+                    self._finish_locked()
+
+    def _next_action(self, stream: Stream) -> str | None:
+        """Decide (lock held) what to do next; None means wait for news.
+
+        Turn audio goes input queue -> (resampler) -> ``_out`` at the device
+        rate -> 20 ms writes, so every write is one period even though soxr
+        returns its output in bursts.
+        """
+        frames = stream.frames
+        ready = self._primed or self._ended or self._queued >= self._jitter_bytes
+        if self._queued and ready and len(self._out) < frames:
+            return "take"
+        draining = self._ended and not self._queued
+        if draining and self._resampler is not None and not self._tail_done:
+            return "tail"
+        if len(self._out) >= frames or (draining and len(self._out)) or len(self._chime):
+            return "write"
+        if self._turn and not self._queued and self._primed and not self._ended:
+            if time.monotonic() > self._play_end:  # the device ran dry mid-turn: a gap
+                self._primed = False  # rebuild the jitter cushion before going on
+                self._underruns += 1
+                log.debug("speaker underrun (%d so far)", self._underruns)
+            return None
+        if stream.is_running and not self._queued and (self._ended or not self._turn):
+            return "drain"
+        if self._turn and self._ended and not self._queued:
+            return "finish"
+        if not self._turn and not self.idle.is_set():
+            return "finish"
+        return None
+
+    def _take_block(self) -> bytes:
+        """One period of turn audio off the input queue (lock held)."""
+        parts, size = [], 0
+        while self._queue and size < self._period_bytes:
+            head = self._queue[0]
+            need = self._period_bytes - size
+            if len(head) <= need:
+                parts.append(self._queue.popleft())
+                size += len(head)
+            else:
+                parts.append(head[:need])
+                self._queue[0] = head[need:]
+                size += need
+        self._queued -= size
+        self._primed = True
+        self._out_turn = self._turn_id
+        return b"".join(parts)
+
+    def _resample(self, block: bytes | None) -> None:
+        """Append a block (or, with None, the resampler's tail) to ``_out`` at the device rate."""
+        if block is None:
+            x = self._resampler.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
+            self._resampler.clear()
+        else:
+            x = np.frombuffer(block, "<i2")  # int16 throughout: the common case writes it as is
+            if self._resampler is not None:
+                x = self._resampler.resample_chunk(x)
+        self._out = np.concatenate([self._out, x]) if len(self._out) else x
+
+    def _write(self, stream: Stream) -> None:
+        """One period: turn audio (or silence under a lone chime), chime mixed, volume, write."""
+        frames = stream.frames
+        turn = self._out[:frames]
+        self._out = self._out[len(turn) :]
+        chime = self._chime
+        volume = self._volume
+        if len(turn) and not len(chime) and volume == 1.0:
+            out = turn  # the common case: the server's bytes, untouched
+        else:
+            if len(turn):
+                x = turn.astype(np.float32)  # a copy: mixing must not touch queued samples
+            else:
+                x = np.zeros(min(frames, len(chime)), dtype=np.float32)
+            if len(chime):
+                n = min(len(chime), len(x))
+                x[:n] += chime[:n]
+                self._chime = chime[n:]
+                with self._cond:
+                    left = len(self._chime) / stream.rate + stream.latency
+                    self._chime_until = max(self._chime_until, time.monotonic() + left)
+            if volume != 1.0:
+                x *= volume
+            out = np.clip(np.rint(x), -32768, 32767).astype("<i2")
+        if stream.channels > 1:
+            out = np.repeat(out, stream.channels)
+        if not stream.is_running:
+            stream.start()
+            self._play_end = -math.inf
+        now = time.monotonic()
+        expected_dry = now > self._play_end
+        self._play_end = max(self._play_end, now) + len(out) / stream.channels / stream.rate
+        if stream.write(out.tobytes()) and not expected_dry:
+            self._underruns += 1  # the device reports a gap our estimate did not see
+        if len(turn) and not self._started_sent:
+            with self._cond:
+                first = self._out_turn == self._turn_id and not self._started_sent
+                self._started_sent = self._started_sent or first
+            if first and self._on_event is not None:
+                call_logged(self._on_event, "started")
+
+    def _drain(self, stream: Stream) -> None:
+        stream.drain()  # returns once the device has played what it holds
+        with self._cond:
+            if self._queued or self._chimes or len(self._chime) or len(self._out):
+                return  # new audio arrived meanwhile: keep going
+            self._finish_locked()
+
+    def _finish_locked(self) -> None:
+        """Nothing left to play (lock held): go idle and tell the agent if a turn ended."""
+        was_turn = self._turn
+        self._turn = self._ended = self._primed = False
+        self._started_sent = False
+        self._drop_logged = False
+        self._go_idle_locked()
+        if was_turn and self._on_event is not None:
+            call_logged(self._on_event, "idle")
+
+    def _after_flush_locked(self) -> None:
+        """The device is silent after a flush (lock held); audio or chimes queued since stay."""
+        was_turn, self._flushed_turn = self._flushed_turn, False
+        self._drop_logged = False
+        if not (self._turn or self._queued or self._chimes):
+            self._chime_until = min(self._chime_until, time.monotonic())
+            self._go_idle_locked()
+        if was_turn and self._on_event is not None:
+            call_logged(self._on_event, "idle")
+
+    def _go_idle_locked(self) -> None:
+        if not self.idle.is_set():
+            self._last_drained = time.monotonic()  # before idle.set(): the gate reads both
+            self.idle.set()
+
+    def _is_quiet(self, stream: Stream) -> bool:
+        busy = self._turn or self._chimes or len(self._chime) or len(self._out)
+        return not busy and not stream.is_running
+
+
+# --------------------------------------------------------------------------- the gate
+
+
+class HalfDuplexGate:
+    """Keeps the mic from hearing the speaker: closed while it plays and ``echo_tail_ms`` after.
+
+    Without an echo canceller, what the speaker says comes back through the mic
+    and the model answers itself. The gate closes for chimes too (they clear
+    ``speaker.idle``), and :class:`Microphone` blanks ungated chunks that overlap
+    a chime, so an earcon never reaches the model. ``audio.full_duplex: true``
+    opens it for good (only with an echo canceller, see docs/audio.md).
+    """
+
+    def __init__(self, speaker: Speaker, settings: AudioSettings):
+        self.speaker = speaker
+        self.full_duplex = settings.full_duplex
+        self.tail_s = settings.echo_tail_ms / 1000
+
+    def is_open(self) -> bool:
+        if self.full_duplex:
+            return True
+        if self.speaker.is_playing:
+            return False
+        return time.monotonic() - self.speaker.last_drained >= self.tail_s
+
+    def chime_overlaps(self, t0: float, t1: float) -> bool:
+        """Whether a chunk captured between t0 and t1 may contain a chime."""
+        return self.speaker.chime_overlaps(t0, t1)
+
+
+# --------------------------------------------------------------------------- self-test
+
+
+@dataclass(frozen=True)
+class InputLevel:
+    """What :func:`measure_input` heard."""
+
+    device: str
+    rate: int
+    dbfs: float
+    overflows: int
+
+
+def _wait_ok(worker: DeviceWorker, states: list[str], details: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while worker.state != "ok" and time.monotonic() < deadline:
+        if worker.state in ("missing", "error"):
+            break
+        time.sleep(0.02)
+    if worker.state != "ok":
+        detail = details[-1].removesuffix("; retrying") if details else f"still {worker.state}"
+        raise AudioDeviceError(f"{worker.role} {worker.state}: {detail}")
+
+
+def measure_input(settings: AudioSettings, seconds: float = 2.0) -> InputLevel:
+    """Record ``seconds`` from the configured mic and return its level (``pi-agent check``).
+
+    Raises AudioDeviceError when the device is missing or cannot be opened.
+    """
+    chunks: list[bytes] = []
+    states: list[str] = []
+    details: list[str] = []
+
+    def on_state(state: str, detail: str | None = None) -> None:
+        states.append(state)
+        details.append(detail or "")
+
+    mic = Microphone(settings, chunks.append, on_state=on_state)
+    mic.start()
+    try:
+        _wait_ok(mic, states, details, 5.0)
+        mic.start_capture()
+        mic.stopping.wait(seconds)
+        mic.stop_capture()
+    finally:
+        mic.stop()
+    x = np.frombuffer(b"".join(chunks), "<i2").astype(np.float64)
+    rms = math.sqrt(float(np.mean(x**2))) if len(x) else 0.0
+    dbfs = 20 * math.log10(rms / 32768) if rms > 0 else -120.0
+    return InputLevel(mic.device_name or "?", mic.device_rate or 0, dbfs, mic.overflows)
+
+
+def play_test_tone(settings: AudioSettings) -> str:
+    """Play the 'connected' chime through the configured speaker; return the device name.
+
+    Played as a turn, so it sounds even with chimes switched off. Raises
+    AudioDeviceError when the device is missing or cannot be opened.
+    """
+    states: list[str] = []
+    details: list[str] = []
+    done = threading.Event()
+
+    def on_state(state: str, detail: str | None = None) -> None:
+        states.append(state)
+        details.append(detail or "")
+
+    speaker = Speaker(settings, on_state=on_state, on_event=lambda e: e == "idle" and done.set())
+    speaker.start()
+    try:
+        _wait_ok(speaker, states, details, 5.0)
+        speaker.play(to_int16(render_chime("connected", SPEAKER_RATE, 0.6)))
+        speaker.end_turn()
+        if not done.wait(5.0):
+            raise AudioDeviceError(f"speaker {speaker.device_name!r} did not finish playing")
+    finally:
+        speaker.stop()
+    return speaker.device_name or "?"

@@ -1,0 +1,577 @@
+"""Microphone, Speaker, gate and device handling, over the REAL PyAudio/PortAudio/ALSA path.
+
+Every device here is an ALSA ``file`` PCM over a FIFO (pi_agent.sim.alsa), paced
+in real time, so the code under test is exactly what runs on a Pi.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import soxr
+
+from pi_agent.audio import (
+    CHIMES,
+    HalfDuplexGate,
+    MicChunk,
+    Microphone,
+    Speaker,
+    measure_input,
+    play_test_tone,
+    render_chime,
+)
+from pi_agent.audio_backend import (
+    HUB,
+    DeviceNotFound,
+    MicConverter,
+    Stream,
+    find_device,
+    list_devices,
+)
+from pi_agent.config import AudioSettings, ChimeSettings
+from pi_agent.errors import AudioDeviceError
+from pi_agent.sim.alsa import SimPcm, SimulatedSoundCard
+from pi_agent.sim.speech import synthesize, tone
+
+TIMEOUT = 10.0
+LOG = "pi_agent.audio"
+
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng is not installed"
+)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
+    """Poll a condition (a counter, a state) until it holds; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def samples(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, "<i2").astype(np.float64)
+
+
+def resampled(pcm: bytes, src: int, dst: int) -> np.ndarray:
+    return soxr.resample(samples(pcm).astype(np.float32), src, dst).astype(np.float64)
+
+
+def best_match(got: np.ndarray, ref: np.ndarray) -> tuple[float, int]:
+    """Normalized cross-correlation peak of ``ref`` inside ``got``, and its offset."""
+    n = len(got) + len(ref)
+    size = 1 << (n - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(got, size) * np.conj(np.fft.rfft(ref, size)), size)
+    lag = int(np.argmax(corr[: len(got) - len(ref) + 1]))
+    seg = got[lag : lag + len(ref)]
+    denom = np.linalg.norm(seg) * np.linalg.norm(ref)
+    return (float(np.dot(seg, ref) / denom) if denom else 0.0), lag
+
+
+class Collector:
+    """An on_chunk that records chunks and lets a test wait for a count."""
+
+    def __init__(self):
+        self.chunks: list[MicChunk] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, chunk: bytes) -> None:
+        with self.cond:
+            self.chunks.append(chunk)
+            self.cond.notify_all()
+
+    def wait(self, count: int, timeout: float = TIMEOUT) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.chunks) >= count, timeout)
+
+    @property
+    def pcm(self) -> bytes:
+        with self.cond:
+            return b"".join(self.chunks)
+
+
+class Events:
+    """An on_event/on_state recorder with per-name Events."""
+
+    def __init__(self):
+        self.seen: list = []
+        self._events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def _event(self, name: str) -> threading.Event:
+        with self._lock:
+            return self._events.setdefault(name, threading.Event())
+
+    def __call__(self, name: str, detail: str | None = None) -> None:
+        self.seen.append(name)
+        self._event(name).set()
+
+    def wait(self, name: str, timeout: float = TIMEOUT) -> bool:
+        return self._event(name).wait(timeout)
+
+    def clear(self, name: str) -> None:
+        self._event(name).clear()
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def card(tmp_path):
+    extra = [
+        SimPcm("usbmic48", rate=48000, channels=2, only_rate=True),
+        SimPcm("spk48", playback=True, rate=48000, channels=2, only_rate=True),
+        SimPcm("spk16", playback=True, rate=16000),
+    ]
+    with SimulatedSoundCard(tmp_path / "alsa", extra=extra) as sim:
+        yield sim
+
+
+@pytest.fixture
+def run(card):
+    """Start workers; stop them (before the card closes) at teardown."""
+    started = []
+
+    def start(worker):
+        worker.retry_initial_s = 0.05
+        started.append(worker)
+        worker.start()
+        return worker
+
+    yield start
+    for worker in reversed(started):
+        worker.stop(5)
+    assert HUB._users == 0 and not HUB._streams, "a worker leaked a PortAudio user or stream"
+
+
+@pytest.fixture
+def phrase():
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    return synthesize
+
+
+def ready_mic(run, settings: AudioSettings, **kwargs) -> tuple[Microphone, Collector]:
+    got = Collector()
+    mic = run(Microphone(settings, got, **kwargs))
+    assert wait_for(lambda: mic.state == "ok" and mic.chunks >= 2), mic.state
+    return mic, got
+
+
+def ready_speaker(run, settings: AudioSettings) -> tuple[Speaker, Events]:
+    events = Events()
+    speaker = run(Speaker(settings, on_event=events))
+    assert wait_for(lambda: speaker.state == "ok"), speaker.state
+    return speaker, events
+
+
+def settle(mic: Microphone, chunks: int = 3) -> None:
+    """Let the mic read a few more chunks (what was spoken has then been read)."""
+    target = mic.chunks + chunks
+    assert wait_for(lambda: mic.chunks >= target)
+
+
+# --------------------------------------------------------------------------- microphone
+
+
+@pytest.mark.parametrize("chunk_ms", [20, 40])
+def test_spoken_phrase_arrives_as_exact_16k_chunks(card, run, phrase, chunk_ms):
+    words = phrase("turn on the light")
+    mic, got = ready_mic(run, AudioSettings(chunk_ms=chunk_ms))
+    assert (mic.device_name, mic.device_rate) == ("default", 16000)
+
+    assert mic.start_capture() != []  # the pre-roll
+    card.speak(words)
+    assert card.wait_spoken(TIMEOUT)
+    settle(mic)
+    mic.stop_capture()
+
+    size = 16000 * chunk_ms // 1000 * 2
+    assert got.chunks and {len(c) for c in got.chunks} == {size}
+    assert words in got.pcm  # bit-exact: no resampling on a 16 kHz device
+    times = [c.captured_at for c in got.chunks]
+    assert times == sorted(times) and mic.last_chunk_time >= times[-1]
+    assert all(isinstance(c, MicChunk) for c in got.chunks)
+    assert mic.overflows == 0 and card.overruns() == 0
+
+
+@pytest.mark.parametrize("channel", [0, 1, "mix"])
+def test_48k_stereo_only_device_is_resampled_and_channel_picked(card, run, phrase, channel):
+    import pyaudio
+
+    pa = pyaudio.PyAudio()  # the device really refuses 16 kHz in ALSA
+    try:
+        dev = find_device(pa, "usbmic48", input=True)
+        with pytest.raises(ValueError):
+            pa.is_format_supported(16000, input_device=dev.index, input_channels=2,
+                                   input_format=pyaudio.paInt16)  # fmt: skip
+        assert pa.is_format_supported(48000, input_device=dev.index, input_channels=2,
+                                      input_format=pyaudio.paInt16)  # fmt: skip
+    finally:
+        pa.terminate()
+
+    left = phrase("light on", 48000)
+    right = tone(440, len(left) / 96, 48000, amplitude=0.3)
+    stereo = np.stack([samples(left), samples(right)], axis=1).astype("<i2").tobytes()
+    settings = AudioSettings(input_device="usbmic", input_channels=2, input_channel=channel)
+    mic, got = ready_mic(run, settings)
+    assert (mic.device_name, mic.device_rate) == ("usbmic48", 48000)
+
+    mic.start_capture()
+    card.speak(stereo, "usbmic48")
+    assert card.wait_spoken(TIMEOUT, "usbmic48")
+    settle(mic, 6)  # plus the resampler's delay
+    mic.stop_capture()
+
+    out = samples(got.pcm)
+    ref_l, ref_r = resampled(left, 48000, 16000), resampled(right, 48000, 16000)
+    expected = {0: ref_l, 1: ref_r, "mix": (ref_l + ref_r) / 2}[channel]
+    score, lag = best_match(out, expected)
+    assert score > 0.98, score  # same content, same duration (a time-scale error decorrelates)
+    segment = out[lag : lag + len(expected)]
+    ratio = np.sqrt(np.mean(segment**2) / np.mean(expected**2))
+    assert 0.95 < ratio < 1.05, ratio  # same energy
+    if channel == 1:
+        assert best_match(out, ref_l)[0] < 0.3  # and not the other channel
+
+
+def test_preroll_holds_what_was_said_before_the_press(card, run):
+    beep = tone(1000, 200)
+    mic, got = ready_mic(run, AudioSettings(chunk_ms=40, preroll_ms=300))
+    card.speak(beep)
+    assert card.wait_spoken(TIMEOUT)
+    settle(mic, 2)
+    assert got.chunks == []  # nothing is delivered before the press
+
+    preroll = mic.start_capture()
+    assert len(preroll) == 8  # ceil(300 / 40)
+    assert beep in b"".join(preroll)
+    assert mic.start_capture() == []  # pre-roll is handed out once
+    mic.stop_capture()
+
+
+def test_overflow_is_detected_counted_and_logged_once(card, run, caplog):
+    caplog.set_level(logging.INFO, logger=LOG)
+    stall = threading.Event()
+
+    def slow_consumer(chunk: bytes) -> None:
+        if not stall.is_set():
+            stall.set()
+            time.sleep(0.6)  # a stuck consumer: the device buffer (200 ms) overruns
+
+    mic = run(Microphone(AudioSettings(), slow_consumer))
+    assert wait_for(lambda: mic.state == "ok" and mic.chunks >= 2)
+    mic.start_capture()
+    assert stall.wait(TIMEOUT)
+    assert wait_for(lambda: mic.overflows >= 1)
+    assert card.overruns() > 0
+    settle(mic, 10)
+    assert mic.overflows == 1 and mic.state == "ok" and mic.is_alive
+    assert len([r for r in caplog.records if "overflow" in r.getMessage()]) == 1
+
+
+def test_mic_converter_mixes_gains_clips_and_rechunks_exactly():
+    stereo = np.array([[1000, 3000], [-2000, 2000], [30000, 30000]] * 160, dtype="<i2")
+    conv = MicConverter(16000, 2, "mix", 6.0, chunk_bytes=320)
+    raw = stereo.tobytes()
+    out = conv.push(raw[:960]) + conv.push(raw[960:])  # two device reads
+    assert [len(c) for c in out] == [320] * 3  # 480 frames -> 3 chunks of 160, exactly
+    got = np.frombuffer(b"".join(out), "<i2")
+    gain = 10 ** (6 / 20)
+    assert got[0] == round(2000 * gain) and got[1] == 0 and got[2] == 32767  # clipped
+
+    picked = MicConverter(16000, 2, 1, 0.0, chunk_bytes=320).push(stereo.tobytes())
+    assert np.array_equal(np.frombuffer(b"".join(picked), "<i2"), stereo[:, 1])
+
+
+# --------------------------------------------------------------------------- speaker
+
+
+@pytest.mark.parametrize("volume", [1.0, 0.5])
+def test_speaker_plays_exactly_the_24k_input_after_volume(card, run, phrase, volume):
+    words = phrase("hello there", 24000)
+    speaker, events = ready_speaker(run, AudioSettings())
+    speaker.volume = volume
+    for i in range(0, len(words), 1920):  # 40 ms pieces, as the server sends them
+        speaker.play(words[i : i + 1920])
+    assert speaker.is_playing and not speaker.idle.is_set()
+    speaker.end_turn()
+    assert events.wait("idle")
+    assert events.seen == ["started", "idle"]
+    assert speaker.idle.is_set() and time.monotonic() - speaker.last_drained < 1
+    assert card.wait_played(len(words), TIMEOUT)
+
+    played = card.played_bytes()
+    if volume == 1.0:
+        assert played == words
+    else:
+        scaled = np.rint(np.frombuffer(words, "<i2").astype(np.float32) * np.float32(volume))
+        assert played == scaled.astype("<i2").tobytes()
+
+
+def test_speaker_resamples_for_a_16k_device(card, run, phrase):
+    words = phrase("hello there", 24000)
+    speaker, events = ready_speaker(run, AudioSettings(output_device="spk16", output_rate=16000))
+    assert speaker.device_rate == 16000
+    speaker.play(words)
+    speaker.end_turn()
+    assert events.wait("idle")
+    expected = resampled(words, 24000, 16000)
+    assert card.wait_played(len(expected) * 2 - 200, TIMEOUT, "spk16")
+    score, _lag = best_match(samples(card.played_bytes("spk16")), expected[200:-200])
+    assert score > 0.99, score
+
+
+def test_flush_cuts_playback_within_one_period(card, run, phrase, monkeypatch):
+    words = phrase("this is a long answer that the user interrupts halfway through", 24000)
+    writes: list[tuple[float, int]] = []
+    real_write = Stream.write
+
+    def spy(self, pcm):
+        writes.append((time.monotonic(), len(pcm)))
+        return real_write(self, pcm)
+
+    monkeypatch.setattr(Stream, "write", spy)
+    speaker, events = ready_speaker(run, AudioSettings(output_device="spk48"))
+    assert (speaker.device_rate, speaker.state) == (48000, "ok")
+    speaker.play(words)
+    assert card.wait_played(48000 * 4 // 2, TIMEOUT, "spk48")  # 0.5 s played
+
+    called = time.monotonic()
+    took = speaker.flush()
+    returned = time.monotonic()
+    assert took <= 0.05, took
+    period = 48000 * 20 // 1000 * 2  # one 20 ms write, mono into the plug
+    after_call = sum(n for t, n in writes if t >= called)
+    assert after_call <= period  # at most the write that was already starting
+    assert not [t for t, _n in writes if t >= returned]  # nothing after flush() returned
+    assert events.wait("idle") and speaker.idle.is_set()
+    assert events.seen == ["started", "idle"]
+
+    # the rest of the answer is gone: the device got only what it already held
+    total = len(card.played_bytes("spk48"))
+    assert card.written_bytes("spk48") < total + period * 4
+    assert total < len(words) * 4  # 24 kHz mono -> 48 kHz stereo is x4
+
+    speaker.play(words[:4800])  # and it plays again afterwards, as a new turn
+    speaker.end_turn()
+    events.clear("idle")
+    assert events.wait("idle")
+    assert events.seen == ["started", "idle", "started", "idle"]
+
+
+def test_speaker_underrun_end_turn_below_jitter_and_bounded_buffer(card, run):
+    speaker, events = ready_speaker(run, AudioSettings(jitter_ms=60))
+    speaker.play(bytes(4800))  # 100 ms, then nothing: the network stalls
+    assert events.wait("started")
+    assert wait_for(lambda: speaker.underruns == 1)
+    speaker.play(bytes(960))  # 20 ms: below the jitter mark...
+    speaker.end_turn()  # ...but the end of the turn plays it anyway
+    assert events.wait("idle")
+    assert speaker.underruns == 1
+
+    idle = Speaker(AudioSettings())  # never started: buffers, and refuses past the bound
+    idle.play(b"\x01")
+    idle.play(b"\x00" * 3)  # odd bytes are carried, not misaligned
+    assert idle._queued == 4
+    idle.play(bytes(60 * 48000))
+    assert idle.dropped_bytes == 60 * 48000
+
+
+# --------------------------------------------------------------------------- gate and chimes
+
+
+def test_gate_holds_the_mic_while_playing_and_for_the_echo_tail(card, run):
+    settings = AudioSettings(echo_tail_ms=300)
+    speaker, events = ready_speaker(run, settings)
+    gate = HalfDuplexGate(speaker, settings)
+    mic, got = ready_mic(run, settings, gate=gate)
+    assert gate.is_open()
+    mic.start_capture(gated=True)
+    assert got.wait(2)
+
+    began = time.monotonic()
+    speaker.play(bytes(24000))  # 0.5 s
+    assert not gate.is_open()
+    speaker.end_turn()
+    assert events.wait("idle")
+    drained = speaker.last_drained
+    assert not gate.is_open()  # the room still echoes
+    assert wait_for(gate.is_open)
+    assert time.monotonic() - drained >= 0.3
+    reopened = len(got.chunks)
+    assert got.wait(reopened + 2)
+    mic.stop_capture()
+
+    held = [c for c in got.chunks if began + 0.05 < c.captured_at < drained + 0.3]
+    assert held == [] and mic.skipped >= 10
+
+    open_gate = HalfDuplexGate(Speaker(settings), AudioSettings(full_duplex=True))
+    open_gate.speaker.play(bytes(960))  # an unstarted speaker buffers: it counts as playing
+    assert open_gate.speaker.is_playing and open_gate.is_open()
+
+
+def test_chimes_play_locally_and_never_reach_the_model(card, run):
+    for name in CHIMES:
+        assert 0.1 < len(render_chime(name, 24000)) / 24000 < 0.4
+    with pytest.raises(ValueError):
+        render_chime("fanfare")
+
+    settings = AudioSettings(chimes=ChimeSettings(release=False))
+    speaker, events = ready_speaker(run, settings)
+    mic, got = ready_mic(run, settings, gate=HalfDuplexGate(speaker, settings))
+    card.speak(tone(300, 2000, amplitude=0.3))  # the user keeps talking throughout
+    mic.start_capture(gated=False)  # push-to-talk: ungated
+    assert got.wait(2)
+
+    speaker.play_chime("release")  # switched off: nothing happens
+    assert speaker.idle.is_set()
+    speaker.play_chime("press")
+    assert speaker.is_playing  # the gate closes for chimes too
+    assert wait_for(speaker.idle.is_set)
+    assert card.wait_played(4000, TIMEOUT)
+    settle(mic, 4)
+    mic.stop_capture()
+
+    assert events.seen == []  # chimes are not turns
+    assert mic.blanked >= 3
+    silent = [c for c in got.chunks if not any(c)]
+    assert len(silent) == mic.blanked  # blanked chunks are silence, the rest is the user
+    assert all(any(c) for c in got.chunks[:2])
+    with pytest.raises(ValueError):
+        speaker.play_chime("fanfare")
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+def test_missing_mic_is_retried_and_recovers_when_it_appears(card, run, caplog):
+    caplog.set_level(logging.INFO, logger=LOG)
+    speaker, events = ready_speaker(run, AudioSettings())  # a live stream the refresh must close
+    states = Events()
+    settings = AudioSettings(input_device="seeed", retry_max_s=1)
+    got = Collector()
+    mic = run(Microphone(settings, got, on_state=states))
+    assert states.wait("missing")
+    generation = HUB.generation
+    assert wait_for(lambda: HUB.generation >= generation + 2)  # retried, PortAudio re-made
+
+    card.add_pcm(SimPcm("seeed-2mic"))
+    assert states.wait("ok")
+    assert states.seen == ["missing", "ok"] and mic.device_name == "seeed-2mic"
+    mic_logs = [r for r in caplog.records if r.getMessage().startswith("microphone")]
+    assert [r.levelname for r in mic_logs] == ["WARNING", "INFO"]  # once per change
+    assert "'seeed' not found" in mic_logs[0].getMessage()
+
+    mic.start_capture()
+    beep = tone(800, 100)
+    card.speak(beep, "seeed-2mic")
+    assert card.wait_spoken(TIMEOUT, "seeed-2mic")
+    settle(mic)
+    assert beep in got.pcm
+
+    speaker.play(bytes(4800))  # the speaker survived the re-initialisation
+    speaker.end_turn()
+    assert events.wait("idle") and speaker.state == "ok"
+
+
+def test_mic_that_fails_mid_stream_is_reopened(card, run, caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger=LOG)
+    real_read = Stream.read
+    failed = threading.Event()
+
+    def flaky(self, frames):
+        if not failed.is_set():
+            failed.set()
+            raise OSError(-9999, "Unanticipated host error")  # what an unplug looks like
+        return real_read(self, frames)
+
+    states = Events()
+    mic, _got = ready_mic(run, AudioSettings(), on_state=states)
+    monkeypatch.setattr(Stream, "read", flaky)
+    assert states.wait("missing") and states.wait("ok")
+    settle(mic)
+    assert states.seen == ["ok", "missing", "ok"] and mic.is_alive and mic.error is None
+    assert len([r for r in caplog.records if "stopped working" in r.getMessage()]) == 1
+
+
+def test_missing_speaker_drops_audio_and_never_holds_the_gate(card, run):
+    settings = AudioSettings(output_device="bluetooth")
+    states = Events()
+    speaker = Speaker(settings, on_state=states)
+    speaker.play(bytes(9600))  # queued while still 'starting'...
+    speaker.play_chime("press")
+    assert speaker.is_playing
+    run(speaker)
+    assert states.wait("missing")
+    assert wait_for(speaker.idle.is_set)  # ...and let go when the device is not there
+    gate = HalfDuplexGate(speaker, AudioSettings(echo_tail_ms=0))
+    assert gate.is_open()
+    speaker.play(bytes(960))
+    assert speaker.dropped_bytes == 960 and not speaker.is_playing
+    assert speaker.flush() < 0.05
+
+
+def test_self_test_helpers_for_pi_agent_check(card):
+    card.speak(tone(440, 3000, amplitude=0.1))
+    level = measure_input(AudioSettings(), 0.3)
+    assert (level.device, level.rate) == ("default", 16000)
+    assert -30 < level.dbfs < -20  # a 0.1 sine is -23 dBFS
+    assert play_test_tone(AudioSettings()) == "default"
+    assert len(card.played_bytes()) > 4800
+    with pytest.raises(AudioDeviceError, match="'nothere' not found"):
+        measure_input(AudioSettings(input_device="nothere"), 0.1)
+    assert HUB._users == 0
+
+
+# --------------------------------------------------------------------------- device listing
+
+
+def test_list_devices_marks_the_picks_and_explains_a_miss(card):
+    report = list_devices(AudioSettings(input_device="usbmic48", output_device="spk"))
+    lines = report.splitlines()
+    usb = next(line for line in lines if line.strip().startswith("'usbmic48'"))
+    assert "rates 48000 (default 48000)" in usb and usb.endswith("<- input")
+    assert next(line for line in lines if line.strip().startswith("'spk'")).endswith("<- output")
+    assert "matches nothing" not in report
+
+    report = list_devices(AudioSettings(input_device="respeaker", output_device="plughw:1,0"))
+    assert "audio.input_device 'respeaker' matches nothing" in report
+    assert "'mic'" in report and "'usbmic48'" in report  # says what exists
+    assert "(hw:1,0)" in report  # and how PortAudio names cards
+    assert "<- input" not in report
+
+    report = list_devices(AudioSettings(input_device="MIC"))
+    assert "matches 2 input devices ('mic', 'usbmic48'); using the first" in report
+
+
+def test_find_device_prefers_exact_then_substring():
+    class FakePa:
+        names = [("USB PnP: Audio (hw:1,0)", 1, 0), ("usb", 0, 2), ("Mic Array (hw:2,0)", 4, 0)]
+
+        def get_device_count(self):
+            return len(self.names)
+
+        def get_device_info_by_index(self, i):
+            name, ins, outs = self.names[i]
+            return dict(name=name, maxInputChannels=ins, maxOutputChannels=outs,
+                        defaultSampleRate=48000.0)  # fmt: skip
+
+    pa = FakePa()
+    assert find_device(pa, "usb", input=False).name == "usb"  # exact
+    dev = find_device(pa, "usb", input=True)  # substring, and only inputs
+    assert (dev.name, dev.index, dev.note) == ("USB PnP: Audio (hw:1,0)", 0, "")
+    assert find_device(pa, "HW:", input=True).note.startswith("'HW:' matches 2 input devices")
+    with pytest.raises(DeviceNotFound, match="inputs are: 'USB PnP: Audio"):
+        find_device(pa, "respeaker", input=True)
