@@ -89,6 +89,7 @@ class TurnMetrics:
     release_to_first_audio_ms: float | None = None
     first_audio_to_play_ms: float | None = None
     interrupt_to_silence_ms: float | None = None
+    speech_bytes: int = 0  # 16 kHz mic audio captured for this turn
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -491,6 +492,7 @@ class Agent:
             return
         self._attempt = 0
         self._connect_at = None
+        self._rollover_pending = False  # this connection is the roll-over
         self._resumed = handle is not None
         self.session = session
         if old is not None:
@@ -734,6 +736,8 @@ class Agent:
                 session.send_audio(pcm)
             except (ClosedError, SessionError):
                 pass  # kept below; resent after reconnecting
+        if self._current_metrics is not None and pending is not None and not pending.ended:
+            self._current_metrics.speech_bytes += len(pcm)
         if pending is not None and not pending.ended:
             limit = int(self.config.agent.max_buffered_speech_s * 32000)
             if pending.bytes + len(pcm) <= limit:

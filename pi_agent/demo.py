@@ -153,6 +153,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     level = args.log_level or ("info" if args.script else "warning")
     setup_logging(level)
+    logging.getLogger("pi_agent.sim").setLevel(logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="pi-agent-demo-"))
     stack = contextlib.ExitStack()
     try:
