@@ -71,14 +71,30 @@ def demo_config(endpoint: str, control_socket: str, *, live: bool) -> Any:
             "ptt": {"device": "talk_button", "mode": "hold"},
             "status_light": {"device": "status_led"},
             "tools": [
-                {"name": "set_lamp", "description": "Switch the kitchen lamp on or off.",
-                 "device": "lamp", "verb": "set"},
-                {"name": "dim_counter_light", "description": "Set the counter light brightness.",
-                 "device": "counter_light", "verb": "value"},
-                {"name": "move_blind", "description": "Turn the blind; -90 closed, 90 open.",
-                 "device": "blind", "verb": "angle"},
-                {"name": "is_door_open", "description": "Tell whether the back door is open.",
-                 "device": "door", "verb": "read"},
+                {
+                    "name": "set_lamp",
+                    "description": "Switch the kitchen lamp on or off.",
+                    "device": "lamp",
+                    "verb": "set",
+                },
+                {
+                    "name": "dim_counter_light",
+                    "description": "Set the counter light brightness.",
+                    "device": "counter_light",
+                    "verb": "value",
+                },
+                {
+                    "name": "move_blind",
+                    "description": "Turn the blind; -90 closed, 90 open.",
+                    "device": "blind",
+                    "verb": "angle",
+                },
+                {
+                    "name": "is_door_open",
+                    "description": "Tell whether the back door is open.",
+                    "device": "door",
+                    "verb": "read",
+                },
             ],
             "control": {"socket": control_socket},
             "agent": {"log_level": "info"},
@@ -160,7 +176,9 @@ def run_demo(args: argparse.Namespace) -> int:
         if args.live:
             key = os.environ.get("GEMINI_API_KEY", "").strip()
             if not key:
-                print("pi-agent demo --live needs GEMINI_API_KEY in the environment", file=sys.stderr)
+                print(
+                    "pi-agent demo --live needs GEMINI_API_KEY in the environment", file=sys.stderr
+                )
                 return 2
             add_secret(key)
             endpoint = "wss://generativelanguage.googleapis.com"
