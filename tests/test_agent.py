@@ -6,6 +6,7 @@ tests/test_agent_audio.py adds the microphone and speaker on simulated ALSA.
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import pytest
@@ -273,3 +274,67 @@ def test_agent_status_light_follows_states(server, tmp_path):
         run.wait_state(State.READY)
         assert listening != 0
     assert led.state == 0  # off after shutdown
+
+
+def test_agent_camera_look_sends_one_fresh_frame_before_the_tool_response(server, tmp_path):
+    server.replies.append(Reply(text="I see bars.", tool_calls=[("look", {})]))
+    config = agent_config(
+        server,
+        tmp_path,
+        camera={
+            "backend": "synthetic",
+            "mode": "on_demand",
+            "width": 320,
+            "height": 240,
+            "media_resolution": "low",
+        },
+    )
+    with RunningAgent(config) as run:
+        run.wait_state(State.READY)
+        setup = server.connection().setup
+        names = [d["name"] for d in setup["tools"][0]["functionDeclarations"]]
+        assert "look" in names
+        assert setup["generationConfig"]["mediaResolution"] == "MEDIA_RESOLUTION_LOW"
+        assert setup["contextWindowCompression"] == {"slidingWindow": {}}
+        run.agent.say("what do you see")
+        run.wait(turns_done(server, 1), what="the turn")
+    order = [(m.kind, m.sub) for m in server.messages() if m.kind != "setup"]
+    video_at = order.index(("realtimeInput", "video"))
+    response_at = order.index(("toolResponse", None))
+    assert video_at < response_at
+    assert order.count(("realtimeInput", "video")) == 1
+    frame = server.messages(sub="video")[0]
+    call = server.sent_messages("toolCall")[0]
+    assert frame.t >= call.t, "the frame was captured after the model asked"
+
+
+def test_agent_camera_while_talking_sends_frames_only_while_held(server, tmp_path):
+    config = agent_config(
+        server,
+        tmp_path,
+        camera={
+            "backend": "synthetic",
+            "mode": "while_talking",
+            "fps": 2,
+            "width": 320,
+            "height": 240,
+        },
+    )
+    with RunningAgent(config) as run:
+        run.wait_state(State.READY)
+        setup = server.connection().setup
+        assert "tools" not in setup or "look" not in str(setup["tools"])
+        run.agent.press()
+        assert server.wait_for(lambda s: len(s.messages(sub="video")) >= 3, TIMEOUT)
+        run.agent.release()
+        run.wait(turns_done(server, 1), what="the turn")
+        run.agent.say("and now?")  # a turn without the button: no frames
+        run.wait(turns_done(server, 2), what="the second turn")
+    msgs = server.messages(kind="realtimeInput")
+    start = next(m.t for m in msgs if m.sub == "activityStart")
+    end = next(m.t for m in msgs if m.sub == "activityEnd")
+    frames = [m.t for m in msgs if m.sub == "video"]
+    assert all(start <= t <= end for t in frames), "frames only between press and release"
+    assert frames[0] - start < 0.4, "the first frame right at the press"
+    gaps = [b - a for a, b in itertools.pairwise(frames)]
+    assert all(0.2 < g < 1.0 for g in gaps), gaps  # 2 fps, give or take a busy CI machine

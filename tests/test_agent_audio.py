@@ -188,3 +188,44 @@ def test_agent_connection_lost_mid_utterance_loses_no_audio(server, card, tmp_pa
     assert phrase in delivered
     subs = [m.sub for m in server.messages(kind="realtimeInput", conn_id=second.id)]
     assert subs[0] == "activityStart" and subs[-1] == "activityEnd"
+
+
+def test_agent_hands_free_streams_with_the_half_duplex_gate(server, card, tmp_path):
+    server.replies.append(Reply(text="Here is a reply of about a second.", pace=1.0))
+    config = agent_config(
+        server,
+        tmp_path,
+        live={"endpoint": server.url, "hands_free": True},
+        ptt={"device": None},
+        audio={
+            "backend": "pyaudio",
+            "chunk_ms": CHUNK_MS,
+            "echo_tail_ms": 400,
+            "chimes": {"press": False, "release": False, "connected": False},
+        },
+    )
+    with RunningAgent(config) as run:
+        run.wait_state(State.READY)
+        setup = server.connection().setup
+        assert setup["realtimeInputConfig"] == {"automaticActivityDetection": {"disabled": False}}
+        assert server.wait_for(lambda s: len(s.messages(sub="audio")) >= 5, TIMEOUT)
+        run.agent.say("hello")
+        run.wait(lambda a: a.state is State.SPEAKING, what="speaking")
+        run.wait(turn_finished(server, 1), what="the reply played out")
+        drained = run.agent.speaker.last_drained
+        assert server.wait_for(
+            lambda s: any(m.t > drained + 0.5 for m in s.messages(sub="audio")), TIMEOUT
+        ), "the mic opens again after the echo tail"
+        assert run.agent.request({"cmd": "mute"}) == {"ok": True}
+        assert server.wait_for(lambda s: s.messages(sub="audioStreamEnd"), TIMEOUT)
+    subs = {m.sub for m in server.messages(kind="realtimeInput")}
+    assert "activityStart" not in subs and "activityEnd" not in subs
+    first_reply = next(
+        s.t
+        for s in server.sent_messages("serverContent")
+        if "modelTurn" in s.message["serverContent"]
+    )
+    during = [
+        m.t for m in server.messages(sub="audio") if first_reply + 0.15 < m.t < drained + 0.4 - 0.1
+    ]
+    assert during == [], "no mic audio while the speaker plays and for the tail"
