@@ -540,6 +540,7 @@ class Agent:
             self._schedule_connect(0.0)
             return
         if not error.retryable:
+            self._token = None  # an expired or revoked token is fetched anew next time
             self.error_kind = error.kind
             log.error("%s. %s", error, _fix_for(error))
             self._fail_pending("the session cannot be opened")

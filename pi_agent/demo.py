@@ -153,6 +153,19 @@ class DeviceView:
         self.out.flush()
 
 
+class _TranscriptHandler(logging.Handler):
+    """Shows what was said and done above the device line in interactive mode."""
+
+    def __init__(self, view: DeviceView):
+        super().__init__(logging.INFO)
+        self.view = view
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if " you: " in text or " gemini: " in text or " tool call " in text:
+            self.view.say("  " + text.split(" ", 2)[-1])
+
+
 def _has_sound_card() -> bool:
     try:
         cards = Path("/proc/asound/cards").read_text()
@@ -168,7 +181,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from .logs import add_secret, setup_logging
 
     level = args.log_level or ("info" if args.script else "warning")
-    setup_logging(level)
+    handler = setup_logging("info" if level == "warning" else level)
+    handler.setLevel(level.upper())
     logging.getLogger("pi_agent.sim").setLevel(logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="pi-agent-demo-"))
     stack = contextlib.ExitStack()
@@ -208,6 +222,10 @@ def run_demo(args: argparse.Namespace) -> int:
         factory = MockFactory(pin_class=MockPWMPin)
         agent = Agent(config, api_key=key, pin_factory=factory)
         view = DeviceView(agent)
+        if not args.script:
+            transcript = _TranscriptHandler(view)
+            logging.getLogger("pi_agent.agent").addHandler(transcript)
+            stack.callback(logging.getLogger("pi_agent.agent").removeHandler, transcript)
         result: dict[str, int] = {}
         runner = threading.Thread(
             target=lambda: result.setdefault("code", agent.run()), name="pi-agent-demo-agent"
