@@ -114,7 +114,7 @@ def test_check_missing_audio_device(server, card, factory):
 def test_check_busy_pin(server, card, factory):
     squatter = LED(27, pin_factory=factory)
     try:
-        code, text, results = run_check(make_config(server), factory)
+        code, _text, results = run_check(make_config(server), factory)
     finally:
         squatter.close()
     assert code == 1
@@ -124,7 +124,7 @@ def test_check_busy_pin(server, card, factory):
 
 def test_check_unknown_model(server, card, factory):
     config = make_config(server, live={"model": "gemini-0-gone"})
-    code, text, results = run_check(config, factory)
+    code, text, _results = run_check(config, factory)
     assert code == 1
     assert "check live.model" in text
 
