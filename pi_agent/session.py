@@ -41,6 +41,7 @@ from .logs import add_secret
 
 log = logging.getLogger(__name__)
 
+_VIDEO_SLOT = "\0video"  # a place in the outbox where the newest pending frame goes
 _CLOSE = 8
 _PONG = 10
 _PING = 9
@@ -328,13 +329,20 @@ class LiveSession:
         self.send(protocol.audio_message(pcm))
 
     def send_video(self, jpeg: bytes) -> None:
-        """Offer a JPEG frame; an older frame not yet sent is replaced (newest wins)."""
+        """Offer a JPEG frame; an older frame not yet sent is replaced (newest wins).
+
+        The frame keeps its place in the order of messages (a ``look`` frame goes
+        out before the tool response queued after it), but never queues up: a
+        frame still waiting is overwritten by the newer one.
+        """
         text = protocol.video_message(jpeg)
         with self._cond:
             if self._closing:
                 return
             if self._video is not None:
                 self.video_dropped += 1
+            else:
+                self._outbox.append(_VIDEO_SLOT)
             self._video = text
             self._cond.notify()
 
@@ -346,7 +354,7 @@ class LiveSession:
         """Wait until everything queued has been written to the socket."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._outbox or self._video is not None:
+            while self._outbox:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closing:
                     return not self._outbox
@@ -361,7 +369,7 @@ class LiveSession:
         next_ping = time.monotonic() + self._keepalive_interval
         while True:
             with self._cond:
-                while not self._outbox and self._video is None and not self._closing:
+                while not self._outbox and not self._closing:
                     wait = next_ping - time.monotonic()
                     if wait <= 0:
                         break
@@ -371,8 +379,8 @@ class LiveSession:
                 text: str | None = None
                 if self._outbox:
                     text = self._outbox.popleft()
-                elif self._video is not None:
-                    text, self._video = self._video, None
+                    if text is _VIDEO_SLOT:
+                        text, self._video = self._video, None
                 self._cond.notify_all()
             now = time.monotonic()
             try:

@@ -471,8 +471,8 @@ def test_fake_live_history_then_realtime_on_3_1(server):
     send(ws, {"realtimeInput": {"text": "and now?"}})
     turn = read_turn(ws)
     assert turn[0]["serverContent"]["outputTranscription"] == {"text": "Hi"}
+    recv(ws)  # sessionResumptionUpdate: sent after the turn was counted
     assert server.counters["turns"] == 1
-    recv(ws)  # sessionResumptionUpdate
     send(ws, {"clientContent": {"turnComplete": True}})  # history is over
     assert recv_close(ws) == (1007, "Request contains an invalid argument.")
     ws.close()

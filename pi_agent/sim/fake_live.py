@@ -6,6 +6,10 @@ self-test) is tested against this server as if it were Google's. So it enforces 
 Google's close codes and reasons, and records every connection and client message for assertions.
 It ships inside the package, in the spirit of gpiozero's mock pins.
 
+The field tables and setup rules it checks every message against live in
+:mod:`pi_agent.sim.live_schema`; this module keeps the connection state, the replies and the
+controls.
+
 Choices made where the real service is uncertain ([I] = inferred, not observed):
 
 - Bad API key: HTTP 400 ``INVALID_ARGUMENT`` at the upgrade (a missing key: 403). The real service
@@ -30,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import binascii
 import collections
 import dataclasses
 import json
@@ -59,6 +62,17 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.sync.server import Server, ServerConnection, serve
 
+from .live_schema import (
+    DOCUMENTED_MODELS,
+    INVALID_ARGUMENT,  # noqa: F401  (a close reason, importable here like NOT_FOUND)
+    Invalid,
+    b64decode,
+    camel_case,
+    check_setup,
+    invalid,
+    parse_client_message,
+)
+
 __all__ = [
     "CONSTRAINED_PATH",
     "DEFAULT_MODELS",
@@ -81,16 +95,9 @@ _PATH_RE = re.compile(
     r"/ws/google\.ai\.generativelanguage\.(v1|v1beta|v1alpha)\.GenerativeService\."
     r"(BidiGenerateContent|BidiGenerateContentConstrained)"
 )
-DEFAULT_MODELS = (
-    "gemini-3.8-live",
-    "gemini-3.8-live-extended-thinking",
-    "gemini-3.1-flash-live-preview",
-    "gemini-2.5-flash-native-audio-preview-12-2025",
-    "gemini-2.5-flash-native-audio-preview-09-2025",
-)
+DEFAULT_MODELS = DOCUMENTED_MODELS  # every model whose rules live_schema knows
 DEFAULT_API_KEY = "fake-key"
 
-INVALID_ARGUMENT = "Request contains an invalid argument."
 NOT_FOUND = "Requested entity was not found."
 SESSION_NOT_FOUND = "BidiGenerateContent session not found"
 DEADLINE_EXPIRED = "Deadline expired before operation could complete."
@@ -99,7 +106,6 @@ _OUT_RATE = 24000  # model audio: s16le mono 24 kHz, always (§6)
 _OUT_MIME = "audio/pcm;rate=24000"
 _MAX_REASON = 123  # RFC 6455 control frame payload (125) minus the 2-byte code
 _TOKENS_PER_S = 25  # audio tokens per second (§6)
-_FUNC_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_-]{0,62}")
 
 
 # --- records ------------------------------------------------------------------------------------
@@ -175,25 +181,6 @@ def _truncate(reason: str, limit: int = _MAX_REASON) -> str:
     return reason.encode()[:limit].decode("utf-8", "ignore")
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"([A-Z])", r"_\1", name).lower()
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p[:1].upper() + p[1:] for p in rest)
-
-
-def _b64decode(text: str) -> bytes:
-    """Decode standard or URL-safe base64, padding optional (proto3 JSON accepts both)."""
-    if re.search(r"[^A-Za-z0-9+/\-_=]", text):
-        raise ValueError("bad base64 character")
-    body = text.rstrip("=").replace("-", "+").replace("_", "/")
-    if len(body) % 4 == 1:
-        raise ValueError("bad base64 length")
-    return base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
-
-
 def _duration(seconds: float) -> str:
     """protobuf JSON Duration: "10s", "0.500s"."""
     return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds:.3f}s"
@@ -216,400 +203,6 @@ def _tone(ms: int, freq: float = 440.0) -> bytes:
 def _pcm_rate(mime: str) -> int:
     match = re.search(r"rate=(\d+)", mime)
     return int(match.group(1)) if match else 16000
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else f'"{value}"'
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-# --- proto3 JSON schema of client messages (live-protocol.md §3) -------------------------------
-
-
-class _Invalid(Exception):
-    """A client error the real server answers with a close frame."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(code, reason)
-        self.code = code
-        self.reason = reason
-
-
-def _invalid(detail: str = "") -> _Invalid:
-    if detail:
-        return _Invalid(1007, f"Invalid JSON payload received. {detail}")
-    return _Invalid(1007, INVALID_ARGUMENT)
-
-
-class _Scalar:
-    def __init__(self, proto: str) -> None:
-        self.proto = proto
-
-
-class _Enum:
-    def __init__(self, name: str, values: str, case_insensitive: bool = False) -> None:
-        self.name = name
-        self.values = values.split()
-        self.case_insensitive = case_insensitive
-
-
-class _Msg:
-    def __init__(self, name: str, fields: dict[str, Any] | None = None) -> None:
-        self.name = name
-        self.fields: dict[str, Any] = {}
-        self.lookup: dict[str, str] = {}
-        self.define(fields or {})
-
-    def define(self, fields: dict[str, Any]) -> None:
-        self.fields.update(fields)
-        for camel in fields:
-            self.lookup[camel] = camel
-            self.lookup[_snake(camel)] = camel
-
-
-class _List:
-    def __init__(self, item: Any) -> None:
-        self.item = item
-
-
-class _Map:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-_STR, _BOOL, _INT32, _INT64 = (_Scalar(p) for p in ("STRING", "BOOL", "INT32", "INT64"))
-_FLOAT, _DOUBLE, _BYTES = (_Scalar(p) for p in ("FLOAT", "DOUBLE", "BYTES"))
-_VALUE = _Scalar("google.protobuf.Value")  # any JSON
-_STRUCT = _Scalar("google.protobuf.Struct")  # any JSON object
-_TYPE_PREFIX = "type.googleapis.com/google.ai.generativelanguage.v1beta."
-
-_BLOB = _Msg("Blob", {"mimeType": _STR, "data": _BYTES})
-_FUNCTION_CALL = _Msg("FunctionCall", {"id": _STR, "name": _STR, "args": _STRUCT})
-_SCHEDULING = _Enum(
-    "FunctionResponse.Scheduling", "SCHEDULING_UNSPECIFIED SILENT WHEN_IDLE INTERRUPT"
-)
-_FUNCTION_RESPONSE = _Msg(
-    "FunctionResponse",
-    {
-        "id": _STR,
-        "name": _STR,
-        "response": _STRUCT,
-        "willContinue": _BOOL,
-        "scheduling": _SCHEDULING,
-        "parts": _List(_Msg("FunctionResponsePart", {"inlineData": _BLOB})),
-    },
-)
-_PART = _Msg(
-    "Part",
-    {
-        "text": _STR,
-        "inlineData": _BLOB,
-        "fileData": _Msg("FileData", {"mimeType": _STR, "fileUri": _STR}),
-        "functionCall": _FUNCTION_CALL,
-        "functionResponse": _FUNCTION_RESPONSE,
-        "thought": _BOOL,
-        "thoughtSignature": _BYTES,
-        "executableCode": _Msg("ExecutableCode", {"language": _STR, "code": _STR}),
-        "codeExecutionResult": _Msg("CodeExecutionResult", {"outcome": _STR, "output": _STR}),
-    },
-)
-_CONTENT = _Msg("Content", {"role": _STR, "parts": _List(_PART)})
-
-_SCHEMA = _Msg("Schema")  # the OpenAPI subset; anything else (readOnly, $schema...) is unknown
-_SCHEMA.define(
-    {
-        "type": _Enum(
-            "Type",
-            "TYPE_UNSPECIFIED STRING NUMBER INTEGER BOOLEAN ARRAY OBJECT NULL",
-            case_insensitive=True,
-        ),
-        "format": _STR,
-        "title": _STR,
-        "description": _STR,
-        "nullable": _BOOL,
-        "enum": _List(_STR),
-        "maxItems": _INT64,
-        "minItems": _INT64,
-        "properties": _Map(_SCHEMA),
-        "required": _List(_STR),
-        "items": _SCHEMA,
-        "minimum": _DOUBLE,
-        "maximum": _DOUBLE,
-        "minLength": _INT64,
-        "maxLength": _INT64,
-        "pattern": _STR,
-        "anyOf": _List(_SCHEMA),
-        "propertyOrdering": _List(_STR),
-        "default": _VALUE,
-        "example": _VALUE,
-    }
-)
-_FUNCTION_DECLARATION = _Msg(
-    "FunctionDeclaration",
-    {
-        "name": _STR,
-        "description": _STR,
-        "parameters": _SCHEMA,
-        "parametersJsonSchema": _VALUE,
-        "response": _SCHEMA,
-        "responseJsonSchema": _VALUE,
-        "behavior": _Enum("FunctionDeclaration.Behavior", "UNSPECIFIED BLOCKING NON_BLOCKING"),
-    },
-)
-_TOOL = _Msg(
-    "Tool",
-    {
-        "functionDeclarations": _List(_FUNCTION_DECLARATION),
-        "googleSearch": _Msg(
-            "GoogleSearch",
-            {"timeRangeFilter": _Msg("Interval", {"startTime": _STR, "endTime": _STR})},
-        ),
-        # Valid Tool fields that Live models reject (§3.1): checked after parsing.
-        "codeExecution": _STRUCT,
-        "urlContext": _STRUCT,
-        "googleMaps": _STRUCT,
-    },
-)
-_SPEECH_CONFIG = _Msg(
-    "SpeechConfig",
-    {
-        "voiceConfig": _Msg(
-            "VoiceConfig",
-            {"prebuiltVoiceConfig": _Msg("PrebuiltVoiceConfig", {"voiceName": _STR})},
-        ),
-        "languageCode": _STR,
-        "multiSpeakerVoiceConfig": _STRUCT,  # not supported by Live: rejected after parsing
-    },
-)
-_GENERATION_CONFIG = _Msg(
-    "GenerationConfig",
-    {
-        "responseModalities": _List(
-            _Enum("GenerationConfig.Modality", "MODALITY_UNSPECIFIED TEXT IMAGE AUDIO")
-        ),
-        "speechConfig": _SPEECH_CONFIG,
-        "temperature": _FLOAT,
-        "topP": _FLOAT,
-        "topK": _INT32,
-        "maxOutputTokens": _INT32,
-        "seed": _INT32,
-        "candidateCount": _INT32,
-        "presencePenalty": _FLOAT,
-        "frequencyPenalty": _FLOAT,
-        "mediaResolution": _Enum(
-            "GenerationConfig.MediaResolution",
-            "MEDIA_RESOLUTION_UNSPECIFIED MEDIA_RESOLUTION_LOW MEDIA_RESOLUTION_MEDIUM "
-            "MEDIA_RESOLUTION_HIGH",
-        ),
-        "thinkingConfig": _Msg(
-            "ThinkingConfig",
-            {
-                "thinkingLevel": _Enum(
-                    "ThinkingConfig.ThinkingLevel",
-                    "THINKING_LEVEL_UNSPECIFIED MINIMAL LOW MEDIUM HIGH",
-                ),
-                "thinkingBudget": _INT32,
-                "includeThoughts": _BOOL,
-            },
-        ),
-        "enableAffectiveDialog": _BOOL,
-        "translationConfig": _Msg(
-            "TranslationConfig", {"targetLanguageCode": _STR, "echoTargetLanguage": _BOOL}
-        ),
-        # Valid GenerationConfig fields rejected for Live (§3.1): checked after parsing.
-        "responseLogprobs": _BOOL,
-        "responseMimeType": _STR,
-        "logprobs": _INT32,
-        "responseSchema": _SCHEMA,
-        "responseJsonSchema": _VALUE,
-        "stopSequences": _List(_STR),
-        "routingConfig": _STRUCT,
-        "audioTimestamp": _BOOL,
-    },
-)
-_UNSUPPORTED_GENERATION = [
-    "responseLogprobs",
-    "responseMimeType",
-    "logprobs",
-    "responseSchema",
-    "responseJsonSchema",
-    "stopSequences",
-    "routingConfig",
-    "audioTimestamp",
-]
-_TRANSCRIPTION = _Msg(
-    "AudioTranscriptionConfig",
-    {
-        "languageCodes": _List(_STR),
-        "customVocabulary": _List(_STR),
-        "mode": _STR,
-        "wordTimestamp": _BOOL,
-        "diarization": _BOOL,
-    },
-)
-_SETUP = _Msg(
-    "BidiGenerateContentSetup",
-    {
-        "model": _STR,
-        "generationConfig": _GENERATION_CONFIG,
-        "systemInstruction": _CONTENT,
-        "tools": _List(_TOOL),
-        "realtimeInputConfig": _Msg(
-            "RealtimeInputConfig",
-            {
-                "automaticActivityDetection": _Msg(
-                    "AutomaticActivityDetection",
-                    {
-                        "disabled": _BOOL,
-                        "startOfSpeechSensitivity": _Enum(
-                            "StartSensitivity",
-                            "START_SENSITIVITY_UNSPECIFIED START_SENSITIVITY_HIGH "
-                            "START_SENSITIVITY_LOW",
-                        ),
-                        "endOfSpeechSensitivity": _Enum(
-                            "EndSensitivity",
-                            "END_SENSITIVITY_UNSPECIFIED END_SENSITIVITY_HIGH END_SENSITIVITY_LOW",
-                        ),
-                        "prefixPaddingMs": _INT32,
-                        "silenceDurationMs": _INT32,
-                    },
-                ),
-                "activityHandling": _Enum(
-                    "ActivityHandling",
-                    "ACTIVITY_HANDLING_UNSPECIFIED START_OF_ACTIVITY_INTERRUPTS NO_INTERRUPTION",
-                ),
-                "turnCoverage": _Enum(
-                    "TurnCoverage",
-                    "TURN_COVERAGE_UNSPECIFIED TURN_INCLUDES_ONLY_ACTIVITY TURN_INCLUDES_ALL_INPUT "
-                    "TURN_INCLUDES_AUDIO_ACTIVITY_AND_ALL_VIDEO",
-                ),
-            },
-        ),
-        "inputAudioTranscription": _TRANSCRIPTION,
-        "outputAudioTranscription": _TRANSCRIPTION,
-        "sessionResumption": _Msg("SessionResumptionConfig", {"handle": _STR}),
-        "contextWindowCompression": _Msg(
-            "ContextWindowCompressionConfig",
-            {
-                "triggerTokens": _INT64,
-                "slidingWindow": _Msg("SlidingWindow", {"targetTokens": _INT64}),
-            },
-        ),
-        "proactivity": _Msg("ProactivityConfig", {"proactiveAudio": _BOOL}),
-        "historyConfig": _Msg("HistoryConfig", {"initialHistoryInClientContent": _BOOL}),
-        "safetySettings": _List(_Msg("SafetySetting", {"category": _STR, "threshold": _STR})),
-        "avatarConfig": _STRUCT,
-    },
-)
-_EMPTY = _Msg("Empty")
-_CLIENT_MESSAGE = _Msg(
-    "BidiGenerateContentClientMessage",
-    {
-        "setup": _SETUP,
-        "clientContent": _Msg(
-            "BidiGenerateContentClientContent", {"turns": _List(_CONTENT), "turnComplete": _BOOL}
-        ),
-        "realtimeInput": _Msg(
-            "BidiGenerateContentRealtimeInput",
-            {
-                "mediaChunks": _List(_BLOB),
-                "audio": _BLOB,
-                "video": _BLOB,
-                "text": _STR,
-                "activityStart": _EMPTY,
-                "activityEnd": _EMPTY,
-                "audioStreamEnd": _BOOL,
-            },
-        ),
-        "toolResponse": _Msg(
-            "BidiGenerateContentToolResponse", {"functionResponses": _List(_FUNCTION_RESPONSE)}
-        ),
-    },
-)
-
-
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
-
-
-def _bad_value(path: str, type_name: str, value: Any) -> _Invalid:
-    return _invalid(f"Invalid value at '{path}' ({type_name}), {_short(value)}")
-
-
-def _parse(spec: Any, value: Any, path: str) -> Any:
-    """Validate ``value`` against ``spec`` like Google's proto3 JSON parser; return it normalised.
-
-    Message field names come back in camelCase; map keys and Struct/Value contents stay as sent;
-    bytes come back decoded; enum names come back upper-case.
-    """
-    if isinstance(spec, _Msg):
-        if not isinstance(value, dict):
-            raise _bad_value(path, _TYPE_PREFIX + spec.name, value)
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            camel = spec.lookup.get(key)
-            if camel is None:
-                where = f" at '{path}'" if path else ""
-                raise _invalid(f'Unknown name "{key}"{where}: Cannot find field.')
-            if camel in out:
-                raise _invalid(f"Duplicate field \"{key}\" at '{path}'.")
-            if item is not None:
-                out[camel] = _parse(spec.fields[camel], item, _join(path, _snake(camel)))
-        return out
-    if isinstance(spec, _List):
-        if not isinstance(value, list):
-            raise _bad_value(path, "list", value)
-        return [_parse(spec.item, item, f"{path}[{i}]") for i, item in enumerate(value)]
-    if isinstance(spec, _Map):
-        if not isinstance(value, dict):
-            raise _bad_value(path, "map", value)
-        return {
-            key: _parse(spec.value, item, f"{path}[{i}].value")
-            for i, (key, item) in enumerate(value.items())
-        }
-    if isinstance(spec, _Enum):
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(spec.values):
-            return spec.values[value]
-        name = value.upper() if isinstance(value, str) and spec.case_insensitive else value
-        if name not in spec.values:
-            raise _bad_value(path, _TYPE_PREFIX + spec.name, value)
-        return name
-    return _parse_scalar(spec, value, path)
-
-
-def _parse_scalar(spec: _Scalar, value: Any, path: str) -> Any:
-    kind = spec.proto
-    if spec is _VALUE:
-        return value
-    if spec is _STRUCT:
-        if not isinstance(value, dict):
-            raise _bad_value(path, "type.googleapis.com/google.protobuf.Struct", value)
-        return value
-    type_name = f"TYPE_{kind}"
-    if kind == "STRING" and isinstance(value, str):
-        return value
-    if kind == "BOOL" and isinstance(value, bool):
-        return value
-    if kind in ("INT32", "INT64") and not isinstance(value, bool):
-        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
-            return int(value)
-        if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
-            return int(value)
-    if kind in ("FLOAT", "DOUBLE") and not isinstance(value, bool):
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    if kind == "BYTES" and isinstance(value, str):
-        try:
-            return _b64decode(value)
-        except (ValueError, binascii.Error):
-            detail = f"Base64 decoding failed for {_short(value)}"
-            raise _invalid(f"Invalid value at '{path}' ({type_name}), {detail}") from None
-    raise _bad_value(path, type_name, value)
 
 
 # --- one connection -----------------------------------------------------------------------------
@@ -706,22 +299,15 @@ class _Session:
     # receiving (handler thread)
 
     def on_message(self, msg: dict[str, Any]) -> None:
-        """Validate one client message and act on it; raise _Invalid to close the connection."""
-        if not msg:
-            raise _invalid()
-        parsed = _parse(_CLIENT_MESSAGE, msg, "")
-        if len(msg) > 1:
-            second = _snake(_camel(list(msg)[1]))
-            raise _invalid(f"Oneof field 'message_type' is already set. Cannot set '{second}'")
-        kind = _camel(next(iter(msg)))
-        body = parsed.get(kind, {})
+        """Validate one client message and act on it; raise Invalid to close the connection."""
+        kind, body = parse_client_message(msg)
         if kind == "setup":
             if self.set_up:
-                raise _invalid()
+                raise invalid()
             self.on_setup(body)
             return
         if not self.set_up:
-            raise _invalid()
+            raise invalid()
         if kind == "realtimeInput":
             self.on_realtime_input(body)
         elif kind == "clientContent":
@@ -734,30 +320,28 @@ class _Session:
         with self.cond:
             rejection = server._rejections.popleft() if server._rejections else None
         if rejection:
-            raise _Invalid(*rejection)
+            raise Invalid(*rejection)
         model = setup.get("model", "")
         if not model:
-            raise _invalid()
+            raise invalid()
         model_id = model.removeprefix("models/")
         if not model.startswith("models/") or model_id not in server.models:
-            raise _Invalid(
+            raise Invalid(
                 1008,
                 f"{model} is not found for API version {self.api_version}, or is not supported "
                 "for bidiGenerateContent. Call ListModels to see the list of available models "
                 "and their supported methods.",
             )
-        self._check_model_rules(model_id, setup)
-        for tool in setup.get("tools", []):
-            self._check_tool(model_id, tool)
+        check_setup(setup, model_id, self.api_version)
         resumed: str | None = None
         handle = setup.get("sessionResumption", {}).get("handle")
         with self.cond:
             if handle:
                 known = server._handles.get(handle)
                 if known is None:
-                    raise _Invalid(1008, SESSION_NOT_FOUND)
+                    raise Invalid(1008, SESSION_NOT_FOUND)
                 if known.model != model_id:
-                    raise _invalid()
+                    raise invalid()
                 self.conversation = dataclasses.replace(known)
                 resumed = handle
             else:
@@ -797,60 +381,9 @@ class _Session:
         if server._go_away_every is not None:
             server._schedule_rollover(self)
 
-    def _check_model_rules(self, model_id: str, setup: dict[str, Any]) -> None:
-        """Per-model rules of live-protocol.md §10, for the models it documents."""
-        gen = setup.get("generationConfig", {})
-        modalities = gen.get("responseModalities", [])
-        if len(modalities) > 1 or any(
-            m not in ("AUDIO", "MODALITY_UNSPECIFIED") for m in modalities
-        ):
-            raise _invalid()  # native-audio models: exactly one modality, AUDIO
-        if any(name in gen for name in _UNSUPPORTED_GENERATION):
-            raise _invalid()
-        if "multiSpeakerVoiceConfig" in gen.get("speechConfig", {}):
-            raise _invalid()
-        if model_id not in DEFAULT_MODELS:
-            return  # a custom model: no per-model rules
-        for key, where, at in (
-            ("enableAffectiveDialog", gen, "setup.generation_config"),
-            ("proactivity", setup, "setup"),
-        ):
-            if key not in where:
-                continue
-            if model_id.startswith("gemini-3"):
-                raise _invalid()
-            if self.api_version != "v1alpha":  # 2.5: v1alpha only (cookbook#775, js-genai#696)
-                raise _invalid(f"Unknown name \"{_snake(key)}\" at '{at}': Cannot find field.")
-        if model_id == "gemini-3.8-live" and "thinkingConfig" in gen:
-            raise _invalid()
-
-    def _check_tool(self, model_id: str, tool: dict[str, Any]) -> None:
-        if any(name in tool for name in ("codeExecution", "urlContext", "googleMaps")):
-            raise _invalid()  # not supported by Live models (§3.1)
-        names: set[str] = set()
-        for decl in tool.get("functionDeclarations", []):
-            name = decl.get("name", "")
-            if not _FUNC_NAME_RE.fullmatch(name) or name in names:
-                raise _invalid()
-            names.add(name)
-            if model_id.startswith("gemini-3.1") and decl.get("behavior") == "NON_BLOCKING":
-                raise _invalid()  # 3.1: synchronous function calls only
-            for schema in (decl.get("parameters"), decl.get("response")):
-                if schema is not None:
-                    self._check_schema(schema)
-
-    def _check_schema(self, schema: dict[str, Any]) -> None:
-        if schema.get("type") == "OBJECT" and schema.get("properties") == {}:
-            raise _invalid()  # "properties: should be non-empty for OBJECT type"
-        children = list(schema.get("properties", {}).values()) + schema.get("anyOf", [])
-        if "items" in schema:
-            children.append(schema["items"])
-        for child in children:
-            self._check_schema(child)
-
     def on_realtime_input(self, body: dict[str, Any]) -> None:
         if len(body) != 1:
-            raise _invalid()  # one field per message (the SDKs enforce it; §3.3)
+            raise invalid()  # one field per message (the SDKs enforce it; §3.3)
         ((sub, value),) = body.items()
         if sub == "audio":
             self._on_audio(value)
@@ -858,7 +391,7 @@ class _Session:
             self._check_image(value)
         elif sub == "mediaChunks":
             if not value:
-                raise _invalid()
+                raise invalid()
             blob = value[0]  # deprecated; only the first element counts
             if blob.get("mimeType", "").startswith("image/"):
                 self._check_image(blob)
@@ -868,11 +401,11 @@ class _Session:
             self._on_text(value)
         elif sub in ("activityStart", "activityEnd"):
             if self.auto_vad:
-                raise _invalid()  # only with automatic activity detection disabled
+                raise invalid()  # only with automatic activity detection disabled
             self._on_activity(sub == "activityStart")
         elif sub == "audioStreamEnd":
             if not self.auto_vad:
-                raise _invalid()  # only with automatic activity detection enabled
+                raise invalid()  # only with automatic activity detection enabled
             with self.cond:
                 if value and self.partial.audio_bytes:
                     self._queue_turn("audioStreamEnd")
@@ -880,7 +413,7 @@ class _Session:
     def _on_audio(self, blob: dict[str, Any]) -> None:
         mime, data = blob.get("mimeType", ""), blob.get("data", b"")
         if not mime.startswith("audio/pcm") or len(data) % 2:
-            raise _invalid()
+            raise invalid()
         with self.cond:
             self.server.counters["audio_in_bytes"] += len(data)
             if self.auto_vad or self.in_activity:
@@ -892,7 +425,7 @@ class _Session:
         mime, data = blob.get("mimeType", ""), blob.get("data", b"")
         magic = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n"}.get(mime)
         if magic is None or not data.startswith(magic):
-            raise _invalid()
+            raise invalid()
 
     def _on_text(self, text: str) -> None:
         with self.cond:
@@ -916,11 +449,11 @@ class _Session:
 
     def on_client_content(self, body: dict[str, Any]) -> None:
         if self.content_needs_history and not self.history_open:
-            raise _invalid()  # gemini-3.1: clientContent only as initial history (mastra#18363)
+            raise invalid()  # gemini-3.1: clientContent only as initial history (mastra#18363)
         texts: list[str] = []
         for turn in body.get("turns", []):
             if turn.get("role", "user") not in ("user", "model"):
-                raise _invalid()
+                raise invalid()
             if turn.get("role", "user") == "user":
                 texts += [p["text"] for p in turn.get("parts", []) if "text" in p]
         with self.cond:
@@ -937,7 +470,7 @@ class _Session:
         for response in body.get("functionResponses", []):
             call_id = response.get("id")
             if not call_id:
-                raise _invalid()
+                raise invalid()
             with self.cond:
                 if call_id in self.cancelled_tools:
                     log.info(
@@ -946,9 +479,9 @@ class _Session:
                     continue
                 name = self.pending_tools.get(call_id)
                 if name is None:
-                    raise _Invalid(1008, NOT_FOUND)
+                    raise Invalid(1008, NOT_FOUND)
                 if response.get("name") != name or not isinstance(response.get("response"), dict):
-                    raise _invalid()
+                    raise invalid()
                 if not response.get("willContinue"):
                     del self.pending_tools[call_id]
                 self.server._tool_responses[call_id] = response
@@ -1342,7 +875,7 @@ class FakeLiveServer:
         out = bytearray()
         for r in self.messages(kind="realtimeInput", sub="audio", conn_id=conn_id):
             body = next(iter(r.message.values()))["audio"]
-            out += _b64decode(body["data"])
+            out += b64decode(body["data"])
         return bytes(out)
 
     def connection(self, conn_id: int | None = None) -> ConnectionRecord:
@@ -1631,23 +1164,23 @@ class FakeLiveServer:
                 except (ValueError, UnicodeDecodeError):
                     with self._cond:
                         self.counters["malformed_in"] += 1
-                    raise _invalid("Unexpected token.") from None
+                    raise invalid("Unexpected token.") from None
                 if not isinstance(message, dict):
-                    raise _invalid("Root element must be a message.")
+                    raise invalid("Root element must be a message.")
                 self._record(session.record.id, message)
                 session.on_message(message)
-            except _Invalid as error:
+            except Invalid as error:
                 with self._cond:
                     self.counters[f"close_{error.code}"] += 1
                 session.close(error.code, error.reason)
                 return
 
     def _record(self, conn_id: int, message: dict[str, Any]) -> None:
-        kind = _camel(next(iter(message))) if message else ""
+        kind = camel_case(next(iter(message))) if message else ""
         sub = None
         body = message.get(next(iter(message))) if message else None
         if kind == "realtimeInput" and isinstance(body, dict) and body:
-            sub = _camel(next(iter(body)))
+            sub = camel_case(next(iter(body)))
         with self._cond:
             if kind == "setup" and isinstance(body, dict):
                 record = next(c for c in self.connections if c.id == conn_id)
