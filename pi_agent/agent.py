@@ -46,6 +46,7 @@ from . import protocol
 from .config import Config
 from .errors import ClosedError, PiAgentError, SessionError
 from .session import Credentials, LiveSession, SessionEnded, fetch_token
+from .turns import PendingTurn, Playback, TurnMetrics, Uplink
 
 log = logging.getLogger(__name__)
 
@@ -65,34 +66,9 @@ class State(enum.Enum):
 BUSY_STATES = {State.LISTENING, State.THINKING, State.SPEAKING, State.TOOL_RUNNING}
 
 
-@dataclass
-class PendingTurn:
-    """The user's words until the server has answered them (for resending)."""
-
-    number: int
-    chunks: list[bytes] = field(default_factory=list)
-    text: str | None = None
-    ended: bool = False  # activityEnd given (button released)
-    truncated: bool = False
-    completed: bool = False  # turnComplete seen; safe once a newer handle arrives
-    ended_at: float | None = None
-    bytes: int = 0
-    tool_results: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-@dataclass
-class TurnMetrics:
-    """Latency figures of one turn, in milliseconds (None = did not happen)."""
-
-    turn: int
-    press_to_start_ms: float | None = None
-    release_to_first_audio_ms: float | None = None
-    first_audio_to_play_ms: float | None = None
-    interrupt_to_silence_ms: float | None = None
-    speech_bytes: int = 0  # 16 kHz mic audio captured for this turn
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+@dataclass(frozen=True)
+class _AnswerStarted:
+    """The first chunk of an answer went straight to the speaker (see turns.Playback)."""
 
 
 @dataclass
@@ -162,7 +138,10 @@ class Agent:
         self._connect_at: float | None = None
         self._attempt = 0
         self._rollover_pending = False
-        self._pending: PendingTurn | None = None
+        self.uplink = Uplink(
+            manual_activity=not config.live.hands_free,
+            max_buffered_s=config.agent.max_buffered_speech_s,
+        )
         self._session_counter = 0
         self._call_keys: dict[str, str] = {}
         self._disconnected_at: float | None = None
@@ -188,6 +167,7 @@ class Agent:
         }
         self.reconnect_durations_ms: list[float] = []
         self._build_parts(pin_factory, notifier)
+        self.playback = Playback(self.speaker.play) if self.speaker is not None else None
 
     # ----------------------------------------------------------------- parts
 
@@ -241,7 +221,7 @@ class Agent:
             gate = HalfDuplexGate(self.speaker, cfg.audio)
             self.mic = Microphone(
                 cfg.audio,
-                lambda pcm: self._put("mic", pcm),
+                self.uplink.feed,  # mic thread -> session, without a hop (turns.py)
                 on_state=lambda state, detail=None: self._put("audio_state", ("mic", state)),
                 gate=gate,
             )
@@ -295,7 +275,18 @@ class Agent:
         self._put("wake")
 
     def _on_session_event(self, session: LiveSession, event: object) -> None:
+        """Reader thread: model audio for an expected answer goes straight to the speaker."""
+        if type(event) is protocol.AudioChunk and self.playback is not None:
+            first = self.playback.offer(session, event.pcm)
+            if first is not None:
+                if first:
+                    self._put("server", (session, _AnswerStarted()))
+                return
         self._put("server", (session, event))
+
+    @property
+    def _pending(self) -> PendingTurn | None:
+        return self.uplink.turn
 
     # ----------------------------------------------------------------- main loop
 
@@ -343,9 +334,7 @@ class Agent:
         self.ready_gate.devices_up()
 
     def _handle(self, kind: str, payload: Any) -> None:
-        if kind == "mic":
-            self._on_mic_chunk(payload)
-        elif kind == "server":
+        if kind == "server":
             session, event = payload
             self._on_server(session, event)
         elif kind == "button":
@@ -512,9 +501,22 @@ class Agent:
             self._set_state(State.READY)
         if first and self.speaker is not None:
             self.speaker.play_chime("connected")
-        if self.config.live.hands_free and self.mic is not None and not self.muted:
-            self.mic.start_capture(gated=True)
-        self._flush_offline_work()
+        if self.config.live.hands_free:
+            if self.playback is not None:
+                self.playback.open(session)
+            if self.mic is not None and not self.muted:
+                self.uplink.stream(True)
+                self.mic.start_capture(gated=True)
+        pending = self._pending
+        if pending is not None and pending.completed:
+            self.uplink.forget()  # answered already; only its handle was missing
+        resent = self.uplink.attach(session, resend=True)
+        if resent is not None:
+            self.counters["resent_turns"] += 1
+            if resent.ended:
+                self._expect_answer(session)
+                if self.state is not State.LISTENING:
+                    self._set_state(State.THINKING)
 
     def _on_connect_failed(self, error: SessionError, handle: str | None) -> None:
         self._connecting = False
@@ -571,6 +573,9 @@ class Agent:
         if session is not self.session:
             return  # an old connection after a roll-over
         self.session = None
+        self.uplink.detach()
+        if self.playback is not None:
+            self.playback.close()
         if self.stopping.is_set():
             return
         if self.speaker is not None and self.state in (State.SPEAKING, State.THINKING):
@@ -581,46 +586,15 @@ class Agent:
             log.info("turn %d not answered yet; keeping its words to resend", self._pending.number)
         self._handle_session_error(error or SessionError("the connection closed"), self.handle)
 
-    def _flush_offline_work(self) -> None:
-        """After (re)connecting: resend the unanswered turn, deliver offline tool results."""
-        session = self.session
-        if session is None:
-            return
-        pending = self._pending
-        if pending is None:
-            return
-        if not pending.chunks and pending.text is None:
-            return
-        self.counters["resent_turns"] += 1
-        try:
-            self._resend(session, pending)
-        except (ClosedError, SessionError) as exc:
-            log.warning("could not resend turn %d yet: %s", pending.number, exc)
+    def _new_metrics(self) -> None:
+        self._current_metrics = TurnMetrics(self.turn)
+        self.metrics.append(self._current_metrics)
+        del self.metrics[:-100]
 
-    def _resend(self, session: LiveSession, pending: PendingTurn) -> None:
-        log.info(
-            "resending turn %d (%.1f s of speech%s)",
-            pending.number,
-            pending.bytes / 32000.0,
-            ", text" if pending.text else "",
-        )
-        self._send_turn_start(session)
-        for chunk in pending.chunks:
-            session.send_audio(chunk)
-        if pending.text is not None:
-            session.send(protocol.text_input(pending.text))
-        if pending.ended:
-            self._send_turn_end(session)
-            if self.state is not State.LISTENING:
-                self._set_state(State.THINKING)
-
-    def _send_turn_start(self, session: LiveSession) -> None:
-        if not self.config.live.hands_free:
-            session.send(protocol.activity_start())
-
-    def _send_turn_end(self, session: LiveSession) -> None:
-        if not self.config.live.hands_free:
-            session.send(protocol.activity_end())
+    def _expect_answer(self, session: LiveSession) -> None:
+        """The user's turn is on ``session``: its answer may play without a hop."""
+        if self.playback is not None:
+            self.playback.open(session)
 
     def _fail_pending(self, why: str) -> None:
         pending = self._pending
@@ -628,7 +602,7 @@ class Agent:
             return
         self.counters["lost_turns"] += 1
         log.error("turn %d could not be delivered (%s); please ask again", pending.number, why)
-        self._pending = None
+        self.uplink.forget()
         if self.speaker is not None:
             self.speaker.play_chime("error")
 
@@ -679,28 +653,24 @@ class Agent:
         self._press_t = now
         self._release_t = None
         self._first_audio_t = None
-        self._model_turn_open = False
+        if self.playback is not None:
+            self.playback.close()  # nothing of the old answer plays after this
         if self.speaker is not None and self.state in (State.SPEAKING, State.THINKING):
             took = self.speaker.flush()
             log.info("barge-in: playback flushed in %.1f ms", took * 1000)
         self.turn += 1
-        self._current_metrics = TurnMetrics(self.turn)
-        self.metrics.append(self._current_metrics)
-        del self.metrics[:-100]
+        self._new_metrics()
         self._forget_pending_if_answered()
-        self._pending = PendingTurn(self.turn)
         self._transcript_in.clear()
         self._transcript_out.clear()
         self._set_state(State.LISTENING)
+        if self.uplink.begin(PendingTurn(self.turn)):
+            self._current_metrics.press_to_start_ms = _ms(now, self._clock())
         if self.speaker is not None:
             self.speaker.play_chime("press")
-        session = self.session
-        if session is not None and session.is_open:
-            self._send_turn_start(session)
-            self._current_metrics.press_to_start_ms = _ms(now, self._clock())
         if self.mic is not None:
-            for chunk in self.mic.start_capture(gated=False):
-                self._on_mic_chunk(chunk)
+            # The pre-roll goes through the uplink before any live chunk.
+            self.mic.start_capture(gated=False, deliver_preroll=True)
         if self.sampler is not None and self.config.camera.mode == "while_talking":
             self.sampler.start_talking()
 
@@ -712,52 +682,31 @@ class Agent:
         if self.sampler is not None and self.config.camera.mode == "while_talking":
             self.sampler.stop_talking()
         self._release_t = self._clock()
+        sent = self.uplink.end(self._release_t)
         pending = self._pending
-        if pending is not None:
-            pending.ended = True
-            pending.ended_at = self._release_t
+        if pending is not None and self._current_metrics is not None:
+            self._current_metrics.speech_bytes = pending.bytes
         if self.speaker is not None:
             self.speaker.play_chime("release")
         session = self.session
-        if session is not None and session.is_open:
-            self._send_turn_end(session)
+        if sent and session is not None:
+            self._expect_answer(session)
             self._set_state(State.THINKING)
         else:
             self._set_state(State.RECONNECTING if self._connect_at else State.THINKING)
             log.info("turn %d kept until the connection is back", self.turn)
 
-    def _on_mic_chunk(self, pcm: bytes) -> None:
-        pending = self._pending
-        hands_free = self.config.live.hands_free
-        if not hands_free and (self.state is not State.LISTENING or pending is None):
-            return
-        session = self.session
-        if session is not None and session.is_open:
-            try:
-                session.send_audio(pcm)
-            except (ClosedError, SessionError):
-                pass  # kept below; resent after reconnecting
-        if self._current_metrics is not None and pending is not None and not pending.ended:
-            self._current_metrics.speech_bytes += len(pcm)
-        if pending is not None and not pending.ended:
-            limit = int(self.config.agent.max_buffered_speech_s * 32000)
-            if pending.bytes + len(pcm) <= limit:
-                pending.chunks.append(pcm)
-                pending.bytes += len(pcm)
-            elif not pending.truncated:
-                pending.truncated = True
-                log.warning("turn %d is longer than agent.max_buffered_speech_s", pending.number)
-
     def _cancel_turn(self) -> None:
-        if self.state is State.LISTENING and self.mic is not None:
-            self.mic.stop_capture()
+        if self.state is State.LISTENING:
+            if self.mic is not None:
+                self.mic.stop_capture()
+            self.uplink.end(self._clock())  # the activity must be closed all the same
+        if self.playback is not None:
+            self.playback.close()
         if self.speaker is not None:
             self.speaker.flush()
-        self._pending = None
-        session = self.session
-        if self.state is State.LISTENING and session is not None and session.is_open:
-            self._send_turn_end(session)
-        self._set_state(State.READY if session is not None else State.RECONNECTING)
+        self.uplink.forget()
+        self._set_state(State.READY if self.session is not None else State.RECONNECTING)
 
     def _set_muted(self, muted: bool) -> None:
         if muted == self.muted:
@@ -769,15 +718,20 @@ class Agent:
                 if self.state is State.LISTENING:
                     self._stop_talking()
                 self.mic.stop_capture()
-                if self.config.live.hands_free and self.session is not None:
-                    self.session.send(protocol.audio_stream_end())
+                if self.config.live.hands_free:
+                    self.uplink.stream(False)
+                    self.uplink.send(protocol.audio_stream_end())
             elif self.config.live.hands_free and self.session is not None:
+                self.uplink.stream(True)
                 self.mic.start_capture(gated=True)
         self._refresh_light()
 
     def _restart_session(self) -> None:
         log.info("restarting the session at the user's request")
         session, self.session = self.session, None
+        self.uplink.detach()
+        if self.playback is not None:
+            self.playback.close()
         if session is not None:
             session.close()
         self.handle = None
@@ -799,11 +753,13 @@ class Agent:
             if session is self.session and event.resumable and event.handle:
                 self.handle = event.handle
                 if self._pending is not None and self._pending.completed:
-                    self._pending = None  # the handle covers the whole turn now
+                    self.uplink.forget()  # the handle covers the whole turn now
             return
         if session is not self.session:
             return
-        if isinstance(event, protocol.AudioChunk):
+        if isinstance(event, _AnswerStarted):
+            self._on_answer_started()
+        elif isinstance(event, protocol.AudioChunk):
             self._on_model_audio(event)
         elif isinstance(event, protocol.InputTranscription):
             self._transcript_in.append(event.text)
@@ -837,18 +793,21 @@ class Agent:
         if pending is not None and not pending.completed:
             if self.session is None or not self.session.is_open:
                 self._fail_pending("a new turn started before it was delivered")
-        self._pending = None
+        self.uplink.forget()
 
     def _on_model_audio(self, event: protocol.AudioChunk) -> None:
+        """Audio nobody asked for on this path (no open playback): the agent decides."""
         if self.state is State.LISTENING and not self.config.live.hands_free:
             return  # the user barged in: the server will send interrupted
-        now = self._clock()
-        if self._first_audio_t is None:
-            self._first_audio_t = now
-            if self._current_metrics is not None:
-                self._current_metrics.release_to_first_audio_ms = _ms(self._release_t, now)
         if self.speaker is not None:
             self.speaker.play(event.pcm)
+        self._on_answer_started()
+
+    def _on_answer_started(self) -> None:
+        if self._first_audio_t is None:
+            self._first_audio_t = now = self._clock()
+            if self._current_metrics is not None:
+                self._current_metrics.release_to_first_audio_ms = _ms(self._release_t, now)
         if self.state is not State.SPEAKING and self.state is not State.LISTENING:
             self._set_state(State.SPEAKING)
 
@@ -857,6 +816,8 @@ class Agent:
         if self.speaker is not None:
             self.speaker.flush()
         took = _ms(start, self._clock())
+        if self.playback is not None:
+            self.playback.rearm()
         if self._current_metrics is not None:
             self._current_metrics.interrupt_to_silence_ms = took
         log.info("model interrupted; playback flushed in %s ms", took)
@@ -867,6 +828,8 @@ class Agent:
     def _on_turn_complete(self, event: protocol.TurnComplete) -> None:
         if self._pending is not None and self._pending.ended:
             self._pending.completed = True
+        if self.playback is not None:
+            self.playback.rearm()  # hands-free: the next answer's first chunk is news again
         if self.speaker is not None:
             self.speaker.end_turn()
         self._log_transcripts()
@@ -1015,20 +978,20 @@ class Agent:
     def _say(self, text: str) -> None:
         if self.state is State.LISTENING:
             raise PiAgentError("the user is talking; release first")
+        if self.playback is not None:
+            self.playback.close()
         if self.speaker is not None and self.state in (State.SPEAKING, State.THINKING):
             self.speaker.flush()
         self.turn += 1
-        self._current_metrics = TurnMetrics(self.turn)
+        self._new_metrics()
         self._press_t = self._release_t = self._clock()
         self._first_audio_t = None
         self._forget_pending_if_answered()
-        self._pending = PendingTurn(self.turn, text=text, ended=True, ended_at=self._clock())
         log.info("turn %d you (typed): %s", self.turn, text)
+        turn = PendingTurn(self.turn, text=text, ended=True, ended_at=self._clock())
         session = self.session
-        if session is not None and session.is_open:
-            self._send_turn_start(session)
-            session.send(protocol.text_input(text))
-            self._send_turn_end(session)
+        if self.uplink.say(turn) and session is not None:
+            self._expect_answer(session)
             self._set_state(State.THINKING)
         else:
             log.info("turn %d kept until the connection is back", self.turn)

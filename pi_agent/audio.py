@@ -131,16 +131,22 @@ class Microphone(DeviceWorker):
         self._overflow_logged = -math.inf
 
     # -- the agent's side
-    def start_capture(self, *, gated: bool = False) -> list[bytes]:
+    def start_capture(self, *, gated: bool = False, deliver_preroll: bool = False) -> list[bytes]:
         """Return the pre-roll and, from now on, pass every new chunk to ``on_chunk``.
 
         Atomic: each chunk is either in the returned list or delivered later,
-        never both, never neither. With ``gated`` (hands-free), chunks are
-        skipped while the gate is closed. A second call only changes ``gated``.
+        never both, never neither. With ``deliver_preroll`` the pre-roll goes
+        to ``on_chunk`` instead (on the caller's thread, before any live chunk)
+        and the list is empty. With ``gated`` (hands-free), chunks are skipped
+        while the gate is closed. A second call only changes ``gated``.
         """
         with self.capture_lock:
             preroll = list(self._preroll)
             self._preroll.clear()
+            if deliver_preroll:
+                for chunk in preroll:
+                    self._on_chunk(chunk)
+                preroll = []
             self._capturing = True
             self._gated = gated
         return preroll

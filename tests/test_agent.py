@@ -35,7 +35,10 @@ def lamp_on(run: RunningAgent) -> bool:
 
 
 def turns_done(server, n):
-    return lambda a: len(server.sent_messages("sessionResumptionUpdate")) >= n
+    """The server finished turn n and the agent has taken it in (ready again)."""
+    return lambda a: (
+        len(server.sent_messages("sessionResumptionUpdate")) >= n and a.state is State.READY
+    )
 
 
 def test_agent_connects_and_sends_a_valid_setup(server, tmp_path):

@@ -54,9 +54,10 @@ def audio_config(server, tmp_path, preroll_ms=200, **extra):
 
 
 def speak_turn(run, card, pcm):
+    """Hold, speak, keep holding a moment (as people do), release."""
     run.agent.press()
     run.wait_state(State.LISTENING)
-    card.speak(pcm)
+    card.speak(pcm + bytes(16000 * 2 * 150 // 1000))
     assert card.wait_spoken(TIMEOUT)
     run.agent.release()
 
@@ -169,7 +170,7 @@ def test_agent_connection_lost_mid_utterance_loses_no_audio(server, card, tmp_pa
         run.wait(turn_finished(server, 1), what="first turn")
         run.agent.press()
         run.wait_state(State.LISTENING)
-        card.speak(phrase)
+        card.speak(phrase + bytes(16000 * 2 * 150 // 1000))
         # the connection ends while the user is still talking
         assert server.wait_for(lambda s: len(s.messages(sub="audio")) >= 10, TIMEOUT)
         if how == "go_away":
