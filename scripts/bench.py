@@ -5,9 +5,9 @@ One run, one fake Gemini Live server (``FakeLiveServer(tls=True)`` in this proce
 workload for three clients, each in its own subprocess so that its CPU time, peak RSS and
 import cost are its own:
 
-* ``pi-agent``: ``LiveSession`` + ``protocol``, wired like ``pi_agent/agent.py`` (mic thread ->
-  event queue -> handler thread -> ``send_*`` -> writer thread; reader thread -> ``on_event`` ->
-  the same queue -> handler thread -> speaker sink).
+* ``pi-agent``: ``LiveSession`` + ``protocol`` + ``turns``, wired like ``pi_agent/agent.py``:
+  audio bypasses the agent thread (mic thread -> ``Uplink`` -> writer thread; reader thread ->
+  ``Playback`` -> speaker sink), everything else goes reader -> event queue -> agent thread.
 * ``sdk``: google-genai's ``client.aio.live.connect`` in asyncio, shaped like Google's Live API
   cookbook (a producer task -> ``asyncio.Queue`` -> a sender task calling
   ``send_realtime_input``; a receiver task iterating ``session.receive()`` that answers tool
@@ -237,6 +237,7 @@ def client_pi_agent(cfg: dict[str, Any], pcm: bytes, jpeg: bytes, spawn_t: float
 
     from pi_agent import protocol
     from pi_agent.session import Credentials, LiveSession, SessionEnded
+    from pi_agent.turns import PendingTurn, Playback, Uplink
 
     import_s = time.perf_counter() - t0
     rss_import = _status_kb("VmRSS")
@@ -272,12 +273,28 @@ def client_pi_agent(cfg: dict[str, Any], pcm: bytes, jpeg: bytes, spawn_t: float
         protocol.live_url(cfg["url"]),
         Credentials(api_key=cfg["api_key"]),
         setup,
-        on_event=lambda _s, event: events.put(("server", (last_rx[0], event))),
+        on_event=lambda s, event: on_event(s, event),
         sslopt={"ca_certs": cfg["ca"]},
         name="bench",
     )
     session.on_sent = on_sent
+
+    def play(pcm: bytes) -> None:  # reader thread, through Playback (as the product does)
+        rec.play(pcm, last_rx[0])
+        with cond:
+            if progress.audio(len(pcm)):
+                cond.notify_all()
+
+    playback = Playback(play)
+    uplink = Uplink(manual_activity=True, max_buffered_s=30)
+
+    def on_event(s: Any, event: object) -> None:  # reader thread: the product's fast path
+        if type(event) is protocol.AudioChunk and playback.offer(s, event.pcm) is not None:
+            return
+        events.put(("server", (last_rx[0], event)))
+
     session.open()
+    uplink.attach(session, resend=False)
     connect_s = time.perf_counter() - t1
     ready_t = time.monotonic()
     rss_ready = _status_kb("VmRSS")
@@ -285,12 +302,10 @@ def client_pi_agent(cfg: dict[str, Any], pcm: bytes, jpeg: bytes, spawn_t: float
     stop = threading.Event()
 
     def on_server(t_rx: float, event: object) -> None:
-        if isinstance(event, protocol.AudioChunk):
-            rec.play(event.pcm, t_rx)
-            with cond:
-                if progress.audio(len(event.pcm)):
-                    cond.notify_all()
+        if isinstance(event, protocol.AudioChunk):  # not expected: the playback was closed
+            play(event.pcm)
         elif isinstance(event, protocol.Interrupted):
+            playback.rearm()
             rec.flush(t_rx)
         elif isinstance(event, protocol.ToolCall):
             rec.tool_calls += 1
@@ -299,6 +314,7 @@ def client_pi_agent(cfg: dict[str, Any], pcm: bytes, jpeg: bytes, spawn_t: float
             ]
             session.send(protocol.tool_response(responses))
         elif isinstance(event, protocol.TurnComplete):
+            playback.rearm()
             with cond:
                 progress.turn_complete()
                 cond.notify_all()
@@ -313,18 +329,10 @@ def client_pi_agent(cfg: dict[str, Any], pcm: bytes, jpeg: bytes, spawn_t: float
                 kind, payload = events.get(timeout=0.25)
             except queue.Empty:
                 continue
-            if kind == "audio":
-                t, chunk = payload
-                unsent.append(t)
-                session.send_audio(chunk)
-            elif kind == "server":
+            if kind == "server":
                 on_server(*payload)
             elif kind == "video":
                 session.send_video(payload)
-            elif kind == "start":
-                session.send(protocol.activity_start())
-            elif kind == "end":
-                session.send(protocol.activity_end())
 
     agent = threading.Thread(target=handler, name="agent", daemon=True)
     agent.start()
@@ -336,7 +344,24 @@ def client_pi_agent(cfg: dict[str, Any], pcm: bytes, jpeg: bytes, spawn_t: float
     }
     tcpu0 = {k: _thread_cpu(t) for k, t in threads.items()}
     wall0, cpu0 = time.monotonic(), _cpu()
-    emit = lambda kind, payload: events.put((kind, payload))  # noqa: E731
+    turn_number = [0]
+
+    def emit(kind: str, payload: Any) -> None:
+        """The "mic" thread: audio through the Uplink, as Microphone -> Uplink.feed does."""
+        if kind == "audio":
+            t, chunk = payload
+            unsent.append(t)
+            uplink.feed(chunk)
+        elif kind == "start":  # a press: the agent closes playback, flushes, begins a turn
+            playback.close()
+            turn_number[0] += 1
+            uplink.begin(PendingTurn(turn_number[0]))
+        elif kind == "end":  # a release: activityEnd, then the answer may play directly
+            uplink.end(time.monotonic())
+            playback.open(session)
+        else:
+            events.put((kind, payload))
+
     try:
         for wait in script(cfg, pcm, jpeg, emit, progress, rec):  # this thread is the "mic"
             if callable(wait):
