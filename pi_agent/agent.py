@@ -45,7 +45,7 @@ from typing import Any
 from . import protocol
 from .config import Config
 from .errors import ClosedError, PiAgentError, SessionError
-from .session import Credentials, LiveSession, SessionEnded, fetch_token
+from .session import Credentials, LiveSession, MalformedMessage, SessionEnded, fetch_token
 from .turns import PendingTurn, Playback, TurnMetrics, Uplink
 
 log = logging.getLogger(__name__)
@@ -138,12 +138,14 @@ class Agent:
         self._connect_at: float | None = None
         self._attempt = 0
         self._rollover_pending = False
+        self._answer_complete = True
         self.uplink = Uplink(
             manual_activity=not config.live.hands_free,
             max_buffered_s=config.agent.max_buffered_speech_s,
         )
         self._session_counter = 0
-        self._call_keys: dict[str, str] = {}
+        self._calls: dict[str, tuple[LiveSession, str, str]] = {}  # id -> asker, name, key
+        self._tool_waiters: dict[str, list[str]] = {}  # call key -> ids asked again meanwhile
         self._disconnected_at: float | None = None
         self._resumed = False
         self._transcript_in: list[str] = []
@@ -472,7 +474,7 @@ class Agent:
             session.close()
             return
         old = self.session
-        if old is not None and old.is_open and self.state in BUSY_STATES:
+        if old is not None and old.is_open and self._turn_in_flight():
             # A turn is in flight on the old connection; the new one would resume from a
             # handle older than that turn. Drop it and roll over when the turn is done.
             log.info("roll-over deferred until turn %d is complete", self.turn)
@@ -591,8 +593,15 @@ class Agent:
         self.metrics.append(self._current_metrics)
         del self.metrics[:-100]
 
+    def _turn_in_flight(self) -> bool:
+        """The server's side of a turn is open (an answer still playing locally is not)."""
+        if self.state is State.SPEAKING:
+            return not self._answer_complete
+        return self.state in BUSY_STATES
+
     def _expect_answer(self, session: LiveSession) -> None:
         """The user's turn is on ``session``: its answer may play without a hop."""
+        self._answer_complete = False
         if self.playback is not None:
             self.playback.open(session)
 
@@ -745,6 +754,9 @@ class Agent:
         if isinstance(event, SessionEnded):
             self._session_ended(session, event.error)
             return
+        if isinstance(event, MalformedMessage):
+            self.counters["malformed"] += 1
+            return
         if isinstance(event, protocol.GoAway):
             if session is self.session:
                 self._on_go_away(event)
@@ -776,9 +788,11 @@ class Agent:
         elif isinstance(event, protocol.TurnComplete):
             self._on_turn_complete(event)
         elif isinstance(event, protocol.ToolCall):
-            self._on_tool_call(event)
+            self._on_tool_call(session, event)
         elif isinstance(event, protocol.ToolCallCancellation):
             cancelled = self.runner.cancel(list(event.ids))
+            for call_id in event.ids:
+                self._calls.pop(call_id, None)
             log.info("tool calls cancelled by the server: %s", ", ".join(cancelled) or "none")
             if not self.runner.busy and self.state is State.TOOL_RUNNING:
                 self._set_state(State.THINKING)
@@ -812,6 +826,7 @@ class Agent:
             self._set_state(State.SPEAKING)
 
     def _on_interrupted(self) -> None:
+        self._answer_complete = True
         start = self._clock()
         if self.speaker is not None:
             self.speaker.flush()
@@ -826,6 +841,7 @@ class Agent:
             self._set_state(State.READY)
 
     def _on_turn_complete(self, event: protocol.TurnComplete) -> None:
+        self._answer_complete = True
         if self._pending is not None and self._pending.ended:
             self._pending.completed = True
         if self.playback is not None:
@@ -855,7 +871,7 @@ class Agent:
     def _on_go_away(self, event: protocol.GoAway) -> None:
         left = f"{event.time_left_s:.0f} s" if event.time_left_s is not None else "soon"
         log.info("server roll-over announced (goAway, %s left)", left)
-        if self.state in BUSY_STATES:
+        if self._turn_in_flight():
             self._rollover_pending = True
         else:
             self._schedule_connect(0.0)
@@ -877,46 +893,63 @@ class Agent:
 
     # ----------------------------------------------------------------- tools
 
-    def _on_tool_call(self, event: protocol.ToolCall) -> None:
+    def _on_tool_call(self, session: LiveSession, event: protocol.ToolCall) -> None:
         for call in event.calls:
             self.counters["tool_calls"] += 1
             log.info("turn %d tool call %s(%s) id=%s", self.turn, call.name, call.args, call.id)
             key = _call_key(call.name, call.args)
+            self._calls[call.id] = (session, call.name, key)
             pending = self._pending
             if pending is not None and key in pending.tool_results:
-                # The resent turn asks again: answer with the earlier result, don't act twice.
-                cached = dict(pending.tool_results[key], id=call.id)
-                log.info("tool %s already ran for this turn; sending its result", call.name)
-                self._put("tool_response", cached)
+                # The resent turn asks again: never act twice. A finished call's result is
+                # sent under the new id; a call still running answers both ids when done.
+                done = pending.tool_results[key]
+                if done:
+                    log.info("tool %s already ran for this turn; sending its result", call.name)
+                    self._send_tool_result(call.id, done["response"])
+                else:
+                    self._tool_waiters.setdefault(key, []).append(call.id)
                 continue
             if pending is not None:
                 pending.tool_results[key] = {}  # running
-                self._call_keys[call.id] = key
             self.runner.submit(call.id, call.name, call.args)
         if self.state is not State.LISTENING:
             self._set_state(State.TOOL_RUNNING)
 
     def _on_tool_response(self, response: dict[str, Any]) -> None:
-        key = self._call_keys.pop(response.get("id", ""), None)
-        if key is not None and self._pending is not None and key in self._pending.tool_results:
-            self._pending.tool_results[key] = response
+        """A result from the tool runner: log it, keep it for a resend, send it."""
+        call_id = response.get("id", "")
+        _session, _name, key = self._calls.get(call_id, (None, None, ""))
+        pending = self._pending
+        if pending is not None and key in pending.tool_results:
+            pending.tool_results[key] = response
         result = response.get("response", {})
         if "error" in result:
             log.warning("tool %s failed: %s", response.get("name"), result["error"])
         else:
             log.info("tool %s -> %s", response.get("name"), result.get("result"))
-        session = self.session
-        if session is not None and session.is_open:
-            try:
-                session.send(protocol.tool_response([response]))
-                return self._after_tool_response()
-            except (ClosedError, SessionError):
-                pass
-        # The connection that asked is gone; a resumed session does not know the call
-        # (handles predate it). The turn is resent and the model asks again: the result
-        # kept in the pending turn answers it then.
-        log.info("tool %s finished while offline; kept for the resent turn", response.get("name"))
+        self._send_tool_result(call_id, result)
+        for waiting in self._tool_waiters.pop(key, []):
+            self._send_tool_result(waiting, result)
         self._after_tool_response()
+
+    def _send_tool_result(self, call_id: str, result: dict[str, Any]) -> None:
+        """Answer ``call_id`` on the connection that asked, if it is still the current one.
+
+        A resumed session does not know calls made after its handle (they would close it
+        with 1008); the turn is resent instead and the model asks again.
+        """
+        asked, name, _key = self._calls.pop(call_id, (None, "", ""))
+        session = self.session
+        if asked is None or asked is not session or not session.is_open:
+            log.info("tool %s finished after its connection ended; kept for the resent turn", name)
+            return
+        try:
+            session.send(
+                protocol.tool_response([{"id": call_id, "name": name, "response": result}])
+            )
+        except (ClosedError, SessionError):
+            log.info("tool %s result not sent: the connection just ended", name)
 
     def _after_tool_response(self) -> None:
         if not self.runner.busy and self.state is State.TOOL_RUNNING:

@@ -94,6 +94,13 @@ def fetch_token(command: str, timeout: float = 30.0) -> str:
 
 
 @dataclass(frozen=True)
+class MalformedMessage:
+    """A server frame that was not valid JSON was logged and skipped (counted by the agent)."""
+
+    detail: str
+
+
+@dataclass(frozen=True)
 class SessionEnded:
     """The last event of every session: ``error`` is None after our own ``close()``."""
 
@@ -426,6 +433,7 @@ class LiveSession:
                     events = protocol.parse(frame.data)
                 except ProtocolError as exc:
                     log.warning("skipping malformed server message: %s", exc)
+                    self._deliver(MalformedMessage(str(exc)))
                     continue
                 for event in events:
                     self._deliver(event)

@@ -156,9 +156,8 @@ class Uplink:
             turn = self._turn
             if not resend or turn is None:
                 return None
-            if turn.ended and not turn.chunks and turn.text is None:
-                return None  # an empty turn: nothing to say
-            # A turn still being spoken is reopened even before its first chunk.
+            # Even a turn without audio (no mic, or released at once) is resent: the user
+            # pressed and expects an answer, and activity markers are all it takes.
             log.info(
                 "resending turn %d (%.1f s of speech%s)",
                 turn.number,
