@@ -267,12 +267,7 @@ class LiveSession:
                 raise classify_close(*_close_info(frame.data))
             if opcode in (_PING, _PONG):
                 continue
-            try:
-                events = protocol.parse(frame.data)
-            except ProtocolError as exc:
-                log.warning("skipping malformed server message during setup: %s", exc)
-                continue
-            for event in events:
+            for event in _events_of(frame.data):
                 if isinstance(event, protocol.SetupComplete):
                     return early
                 early.append(event)
@@ -429,13 +424,7 @@ class LiveSession:
                     return
                 if opcode in (_PING, _PONG):
                     continue
-                try:
-                    events = protocol.parse(frame.data)
-                except ProtocolError as exc:
-                    log.warning("skipping malformed server message: %s", exc)
-                    self._deliver(MalformedMessage(str(exc)))
-                    continue
-                for event in events:
+                for event in _events_of(frame.data):
                     self._deliver(event)
         finally:
             with self._cond:
@@ -461,6 +450,15 @@ class LiveSession:
             self._on_event(self, event)
         except Exception:  # a handler bug must not kill the reader
             log.exception("session event handler failed on %r", type(event).__name__)
+
+
+def _events_of(data: bytes) -> list[object]:
+    """The events of one data frame; a broken frame is logged, skipped and reported."""
+    try:
+        return list(protocol.parse(data))
+    except ProtocolError as exc:
+        log.warning("skipping malformed server message: %s", exc)
+        return [MalformedMessage(str(exc))]
 
 
 def _close_info(data: bytes) -> tuple[int | None, str]:
