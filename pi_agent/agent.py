@@ -133,7 +133,6 @@ class Agent:
         self.turn = 0
         self.handle: str | None = None
         self.session: LiveSession | None = None
-        self._standby: LiveSession | None = None
         self._connecting = False
         self._connect_at: float | None = None
         self._attempt = 0
@@ -150,10 +149,8 @@ class Agent:
         self._resumed = False
         self._transcript_in: list[str] = []
         self._transcript_out: list[str] = []
-        self._model_turn_open = False
         self.metrics: list[TurnMetrics] = []
         self._current_metrics: TurnMetrics | None = None
-        self._press_t: float | None = None
         self._release_t: float | None = None
         self._first_audio_t: float | None = None
         self.counters = {
@@ -569,9 +566,6 @@ class Agent:
         self._schedule_connect(delay)
 
     def _session_ended(self, session: LiveSession, error: SessionError | None) -> None:
-        if session is self._standby:
-            self._standby = None
-            return
         if session is not self.session:
             return  # an old connection after a roll-over
         self.session = None
@@ -659,7 +653,6 @@ class Agent:
             log.info("press ignored: the microphone is muted")
             return
         now = self._clock()
-        self._press_t = now
         self._release_t = None
         self._first_audio_t = None
         if self.playback is not None:
@@ -673,6 +666,8 @@ class Agent:
         self._transcript_in.clear()
         self._transcript_out.clear()
         self._set_state(State.LISTENING)
+        if self.ptt is not None:
+            self.ptt.set_talking(True)  # toggle mode: a press from elsewhere counts too
         if self.uplink.begin(PendingTurn(self.turn)):
             self._current_metrics.press_to_start_ms = _ms(now, self._clock())
         if self.speaker is not None:
@@ -691,6 +686,8 @@ class Agent:
         if self.sampler is not None and self.config.camera.mode == "while_talking":
             self.sampler.stop_talking()
         self._release_t = self._clock()
+        if self.ptt is not None:
+            self.ptt.set_talking(False)
         sent = self.uplink.end(self._release_t)
         pending = self._pending
         if pending is not None and self._current_metrics is not None:
@@ -709,6 +706,8 @@ class Agent:
         if self.state is State.LISTENING:
             if self.mic is not None:
                 self.mic.stop_capture()
+            if self.ptt is not None:
+                self.ptt.set_talking(False)
             self.uplink.end(self._clock())  # the activity must be closed all the same
         if self.playback is not None:
             self.playback.close()
@@ -1017,7 +1016,7 @@ class Agent:
             self.speaker.flush()
         self.turn += 1
         self._new_metrics()
-        self._press_t = self._release_t = self._clock()
+        self._release_t = self._clock()
         self._first_audio_t = None
         self._forget_pending_if_answered()
         log.info("turn %d you (typed): %s", self.turn, text)
@@ -1087,10 +1086,9 @@ class Agent:
         stop(self.mic, "microphone")
         stop(self.sampler, "camera")
         stop(self.control, "control socket")
-        for session in (self.session, self._standby):
-            if session is not None:
-                session.close(1.0)
-        self.session = self._standby = None
+        if self.session is not None:
+            self.session.close(1.0)
+        self.session = None
         stop(self.runner, "tool runner")
         stop(self.speaker, "speaker")
         try:

@@ -341,3 +341,26 @@ def test_agent_camera_while_talking_sends_frames_only_while_held(server, tmp_pat
     assert frames[0] - start < 0.4, "the first frame right at the press"
     gaps = [b - a for a, b in itertools.pairwise(frames)]
     assert all(0.2 < g < 1.0 for g in gaps), gaps  # 2 fps, give or take a busy CI machine
+
+
+def test_agent_toggle_button_and_a_release_from_the_control_socket_stay_in_step(server, tmp_path):
+    config = agent_config(
+        server, tmp_path, ptt={"device": "talk_button", "mode": "toggle", "min_press_ms": 0}
+    )
+    with RunningAgent(config) as run:
+        run.wait_state(State.READY)
+        button = run.factory.pin(17)
+        button.drive_low()  # first press: start talking
+        button.drive_high()
+        run.wait_state(State.LISTENING)
+        button.drive_low()  # second press: stop
+        button.drive_high()
+        run.wait(turns_done(server, 1), what="the first turn")
+        button.drive_low()  # start again with the button...
+        button.drive_high()
+        run.wait_state(State.LISTENING)
+        run.agent.release()  # ...but end it from elsewhere
+        run.wait(turns_done(server, 2), what="the second turn")
+        button.drive_low()  # the next press must start a turn, not end one
+        button.drive_high()
+        run.wait_state(State.LISTENING)
