@@ -364,3 +364,39 @@ def test_agent_toggle_button_and_a_release_from_the_control_socket_stay_in_step(
         button.drive_low()  # the next press must start a turn, not end one
         button.drive_high()
         run.wait_state(State.LISTENING)
+
+
+def test_agent_ephemeral_tokens_new_per_session_reused_for_resumption(server, tmp_path):
+    counter = tmp_path / "n"
+    counter.write_text("0")
+    minter = tmp_path / "mint-token"
+    minter.write_text(
+        f'#!/bin/sh\nn=$(( $(cat {counter}) + 1 ))\necho $n > {counter}\necho "auth_tokens/t$n"\n'
+    )
+    minter.chmod(0o755)
+    server.tokens.update({"auth_tokens/t1", "auth_tokens/t2", "auth_tokens/t3"})
+    config = agent_config(
+        server, tmp_path, live={"endpoint": server.url, "token_command": str(minter)}
+    )
+    run = RunningAgent(config, key=None)
+    with run:
+        run.wait_state(State.READY)
+        run.agent.say("one")
+        run.wait(turns_done(server, 1), what="a turn and a handle")
+        server.drop()  # resumption: the same token
+        run.wait(lambda a: len(server.connections) == 2 and a.state is State.READY, what="resumed")
+        server.forget_handles()
+        server.drop()  # the handle is refused: a fresh session with a fresh token
+        run.wait(
+            lambda a: len(server.connections) == 4 and a.state is State.READY,
+            what="a fresh session",
+        )
+    auth = [c.headers.get("authorization") for c in server.connections]
+    assert auth == [
+        "Token auth_tokens/t1",
+        "Token auth_tokens/t1",
+        "Token auth_tokens/t1",
+        "Token auth_tokens/t2",
+    ]
+    assert all("BidiGenerateContentConstrained" in c.path for c in server.connections)
+    assert all("x-goog-api-key" not in c.headers for c in server.connections)
