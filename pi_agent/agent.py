@@ -35,7 +35,6 @@ import enum
 import json
 import logging
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from typing import Any
 from . import protocol
 from .config import Config
 from .errors import ClosedError, PiAgentError, SessionError
+from .link import Link, Retry
 from .session import Credentials, LiveSession, MalformedMessage, SessionEnded, fetch_token
 from .turns import PendingTurn, Playback, TurnMetrics, Uplink
 
@@ -116,11 +116,18 @@ class Agent:
                 credentials = lambda: Credentials(api_key=api_key)  # noqa: E731
             else:
                 raise PiAgentError("no credentials: give api_key= or set live.token_command")
-        self._credentials = credentials
-        self._token: Credentials | None = None
-        self._sslopt = dict(sslopt or {})
+        sslopt = dict(sslopt or {})
         if config.live.ca_file:
-            self._sslopt.setdefault("ca_certs", config.live.ca_file)
+            sslopt.setdefault("ca_certs", config.live.ca_file)
+        self.link = Link(
+            config.live,
+            config.agent,
+            credentials=credentials,
+            sslopt=sslopt,
+            on_event=self._on_session_event,
+            report=self._put,
+            clock=clock,
+        )
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.stopping = threading.Event()
         self.stopped = threading.Event()
@@ -131,22 +138,13 @@ class Agent:
         self.error_kind: str | None = None
         self.last_error: str | None = None
         self.turn = 0
-        self.handle: str | None = None
-        self.session: LiveSession | None = None
-        self._connecting = False
-        self._connect_at: float | None = None
-        self._attempt = 0
-        self._rollover_pending = False
         self._answer_complete = True
         self.uplink = Uplink(
             manual_activity=not config.live.hands_free,
             max_buffered_s=config.agent.max_buffered_speech_s,
         )
-        self._session_counter = 0
         self._calls: dict[str, tuple[LiveSession, str, str]] = {}  # id -> asker, name, key
         self._tool_waiters: dict[str, list[str]] = {}  # call key -> ids asked again meanwhile
-        self._disconnected_at: float | None = None
-        self._resumed = False
         self._transcript_in: list[str] = []
         self._transcript_out: list[str] = []
         self.metrics: list[TurnMetrics] = []
@@ -287,6 +285,16 @@ class Agent:
     def _pending(self) -> PendingTurn | None:
         return self.uplink.turn
 
+    @property
+    def session(self) -> LiveSession | None:
+        """The current connection (None while disconnected)."""
+        return self.link.session
+
+    @property
+    def handle(self) -> str | None:
+        """The newest resumption handle."""
+        return self.link.handle
+
     # ----------------------------------------------------------------- main loop
 
     def run(self) -> int:
@@ -296,15 +304,12 @@ class Agent:
         except PiAgentError:
             self._shutdown()
             raise
-        self._schedule_connect(0.0)
+        self.link.schedule(0.0)
         while not self.stopping.is_set():
             self.watchdog.tick()
             self.ready_gate.tick()
-            timeout = 0.25
-            if self._connect_at is not None:
-                timeout = max(0.0, min(timeout, self._connect_at - self._clock()))
             try:
-                kind, payload = self._events.get(timeout=timeout)
+                kind, payload = self._events.get(timeout=self.link.wait_s(0.25))
             except queue.Empty:
                 kind, payload = "tick", None
             try:
@@ -348,7 +353,7 @@ class Agent:
         elif kind == "connected":
             self._on_connected(*payload)
         elif kind == "connect_failed":
-            self._on_connect_failed(*payload)
+            self._on_connection_error(self.link.connect_failed(payload), payload)
         elif kind == "control":
             self._on_control(payload)
         elif kind == "audio_state":
@@ -394,18 +399,12 @@ class Agent:
 
     # ----------------------------------------------------------------- connection
 
-    def _schedule_connect(self, delay: float) -> None:
-        if self.stopping.is_set():
-            return
-        self._connect_at = self._clock() + delay
-
     def _maybe_connect(self) -> None:
-        if self._connect_at is None or self._connecting or self.stopping.is_set():
+        if self.stopping.is_set() or not self.link.due():
             return
-        if self._clock() < self._connect_at:
-            return
-        self._connect_at = None
-        self._open_session(rollover=self.session is not None)
+        if self.state not in BUSY_STATES and not self.link.is_open:
+            self._set_state(State.CONNECTING if self.link.attempt == 0 else State.RECONNECTING)
+        self.link.open(self._session_setup)
 
     def _session_setup(self, handle: str | None) -> dict[str, Any]:
         cfg = self.config
@@ -426,72 +425,27 @@ class Agent:
         )
         return protocol.build_setup(options)
 
-    def _open_session(self, *, rollover: bool) -> None:
-        """Open a session on the connector thread; the result comes back as an event."""
-        self._connecting = True
-        self._session_counter += 1
-        name = f"s{self._session_counter}"
-        handle = self.handle
-        if self.state not in BUSY_STATES and not rollover:
-            self._set_state(State.CONNECTING if self._attempt == 0 else State.RECONNECTING)
-        live = self.config.live
-
-        def connect() -> None:
-            try:
-                # A token is fetched for each new session and reused for resumption.
-                if self._token is None or handle is None:
-                    self._token = self._credentials()
-                session = LiveSession(
-                    protocol.live_url(
-                        live.endpoint, api_version=live.api_version, ephemeral=self._token.ephemeral
-                    ),
-                    self._token,
-                    self._session_setup(handle),
-                    on_event=self._on_session_event,
-                    sslopt=self._sslopt,
-                    setup_timeout=live.setup_timeout_s,
-                    keepalive_interval=live.keepalive_interval_s,
-                    keepalive_timeout=live.keepalive_timeout_s,
-                    name=name,
-                )
-                session.open()
-            except SessionError as exc:
-                self._put("connect_failed", (exc, handle))
-                return
-            except Exception as exc:
-                self._put("connect_failed", (SessionError(f"{type(exc).__name__}: {exc}"), handle))
-                return
-            self._put("connected", (session, handle, rollover))
-
-        threading.Thread(target=connect, name="pi-agent-connector", daemon=True).start()
-
-    def _on_connected(self, session: LiveSession, handle: str | None, rollover: bool) -> None:
-        self._connecting = False
+    def _on_connected(self, session: LiveSession, handle: str | None, creds: Any) -> None:
         if self.stopping.is_set():
-            session.close()
+            self.link.discard(session)
             return
-        old = self.session
-        if old is not None and old.is_open and self._turn_in_flight():
+        if self.link.is_open and self._turn_in_flight():
             # A turn is in flight on the old connection; the new one would resume from a
             # handle older than that turn. Drop it and roll over when the turn is done.
             log.info("roll-over deferred until turn %d is complete", self.turn)
-            session.close()
-            self._rollover_pending = True
+            self.link.discard(session)
+            self.link.rollover_pending = True
             return
-        self._attempt = 0
-        self._connect_at = None
-        self._rollover_pending = False  # this connection is the roll-over
-        self._resumed = handle is not None
-        self.session = session
+        old = self.link.adopt(session, handle, creds)
         if old is not None:
             self.counters["rollovers"] += 1
             old.close()
-            log.info("rolled over to a new connection (resumed=%s)", self._resumed)
-        if self._disconnected_at is not None:
-            took = (self._clock() - self._disconnected_at) * 1000.0
-            self.reconnect_durations_ms.append(round(took, 1))
-            log.info("reconnected after %.0f ms (resumed=%s)", took, self._resumed)
-            self._disconnected_at = None
+            log.info("rolled over to a new connection (resumed=%s)", self.link.resumed)
+        took = self.link.reconnect_took_ms()
+        if took is not None:
+            self.reconnect_durations_ms.append(took)
+            del self.reconnect_durations_ms[:-100]
+            log.info("reconnected after %.0f ms (resumed=%s)", took, self.link.resumed)
         first = not self.ready_gate.is_ready
         self.ready_gate.session_ready()
         self.error_kind = None
@@ -517,58 +471,34 @@ class Agent:
                 if self.state is not State.LISTENING:
                     self._set_state(State.THINKING)
 
-    def _on_connect_failed(self, error: SessionError, handle: str | None) -> None:
-        self._connecting = False
-        self._handle_session_error(error, handle)
-
-    def _handle_session_error(self, error: SessionError, handle: str | None) -> None:
+    def _on_connection_error(self, retry: Retry, error: SessionError) -> None:
+        """Show what the link decided after a failed connect or a lost connection."""
         if self.stopping.is_set():
             return
-        if self.session is not None and self.session.is_open:
-            # A roll-over attempt failed while the old connection still works: try again
-            # quietly before it goes away.
+        if retry.reason == "rollover":
             log.warning("roll-over connection failed (%s); trying again", error)
-            self._attempt += 1
-            self._schedule_connect(min(5.0, 0.5 * self._attempt))
             return
-        if self._disconnected_at is None:
-            self._disconnected_at = self._clock()
         self.last_error = str(error)
-        if error.kind == "handle":
+        if retry.reason == "handle":
             log.warning("the server no longer knows our session; starting a fresh one")
-            self.handle = None
-            self._token = None
-            self._schedule_connect(0.0)
             return
-        if not error.retryable:
-            self._token = None  # an expired or revoked token is fetched anew next time
+        if retry.reason == "fatal":
             self.error_kind = error.kind
             log.error("%s. %s", error, _fix_for(error))
             self._fail_pending("the session cannot be opened")
             self._set_state(State.ERROR)
-            self._schedule_connect(self.config.agent.fatal_retry_s)
-            self._attempt += 1
             return
-        cfg = self.config.agent
-        delay = min(cfg.backoff_max_s, cfg.backoff_initial_s * (2**self._attempt))
-        if error.kind == "quota":
-            delay = max(delay, 60.0)
-        delay *= random.uniform(0.5, 1.0)
-        self._attempt += 1
         self.counters["reconnects"] += 1
-        log.warning("connection lost (%s); retrying in %.1f s", error, delay)
+        log.warning("connection lost (%s); retrying in %.1f s", error, retry.delay)
         self.error_kind = "network"
-        if self._attempt >= 4:
+        if self.link.attempt >= 4:
             self._set_state(State.ERROR)
-        elif self.state not in BUSY_STATES or self.state is State.LISTENING:
-            if self.state is not State.LISTENING:
-                self._set_state(State.RECONNECTING)
-        self._schedule_connect(delay)
+        elif self.state not in BUSY_STATES:
+            self._set_state(State.RECONNECTING)
 
     def _session_ended(self, session: LiveSession, error: SessionError | None) -> None:
-        if session is not self.session:
+        if not self.link.lost(session):
             return  # an old connection after a roll-over
-        self.session = None
         self.uplink.detach()
         if self.playback is not None:
             self.playback.close()
@@ -580,7 +510,8 @@ class Agent:
             self._set_state(State.READY if error is None else State.RECONNECTING)
         if self._pending is not None:
             log.info("turn %d not answered yet; keeping its words to resend", self._pending.number)
-        self._handle_session_error(error or SessionError("the connection closed"), self.handle)
+        error = error or SessionError("the connection closed")
+        self._on_connection_error(self.link.failed(error), error)
 
     def _new_metrics(self) -> None:
         self._current_metrics = TurnMetrics(self.turn)
@@ -699,7 +630,7 @@ class Agent:
             self._expect_answer(session)
             self._set_state(State.THINKING)
         else:
-            self._set_state(State.RECONNECTING if self._connect_at else State.THINKING)
+            self._set_state(State.RECONNECTING if self.link.connect_at else State.THINKING)
             log.info("turn %d kept until the connection is back", self.turn)
 
     def _cancel_turn(self) -> None:
@@ -736,16 +667,13 @@ class Agent:
 
     def _restart_session(self) -> None:
         log.info("restarting the session at the user's request")
-        session, self.session = self.session, None
+        old = self.link.restart()
         self.uplink.detach()
         if self.playback is not None:
             self.playback.close()
-        if session is not None:
-            session.close()
-        self.handle = None
-        self._token = None
+        if old is not None:
+            old.close()
         self._set_state(State.CONNECTING)
-        self._schedule_connect(0.0)
 
     # ----------------------------------------------------------------- server events
 
@@ -762,7 +690,7 @@ class Agent:
             return
         if isinstance(event, protocol.SessionResumptionUpdate):
             if session is self.session and event.resumable and event.handle:
-                self.handle = event.handle
+                self.link.handle = event.handle
                 if self._pending is not None and self._pending.completed:
                     self.uplink.forget()  # the handle covers the whole turn now
             return
@@ -863,17 +791,17 @@ class Agent:
         ):
             if not self.runner.busy:
                 self._set_state(State.READY)
-        if self._rollover_pending:
-            self._rollover_pending = False
-            self._schedule_connect(0.05)  # after the sessionResumptionUpdate that follows
+        if self.link.rollover_pending:
+            self.link.rollover_pending = False
+            self.link.schedule(0.05)  # after the sessionResumptionUpdate that follows
 
     def _on_go_away(self, event: protocol.GoAway) -> None:
         left = f"{event.time_left_s:.0f} s" if event.time_left_s is not None else "soon"
         log.info("server roll-over announced (goAway, %s left)", left)
         if self._turn_in_flight():
-            self._rollover_pending = True
+            self.link.rollover_pending = True
         else:
-            self._schedule_connect(0.0)
+            self.link.schedule(0.0)
 
     def _log_transcripts(self, interrupted: bool = False) -> None:
         if not self.config.agent.log_transcripts:
@@ -1040,8 +968,8 @@ class Agent:
                 "resumable": self.handle is not None,
                 "model": self.config.live.model,
                 "reconnecting_in_s": (
-                    round(max(0.0, self._connect_at - self._clock()), 1)
-                    if self._connect_at is not None
+                    round(max(0.0, self.link.connect_at - self._clock()), 1)
+                    if self.link.connect_at is not None
                     else None
                 ),
             },
@@ -1086,9 +1014,7 @@ class Agent:
         stop(self.mic, "microphone")
         stop(self.sampler, "camera")
         stop(self.control, "control socket")
-        if self.session is not None:
-            self.session.close(1.0)
-        self.session = None
+        self.link.close(1.0)
         stop(self.runner, "tool runner")
         stop(self.speaker, "speaker")
         try:
