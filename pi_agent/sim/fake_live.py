@@ -1138,8 +1138,8 @@ class FakeLiveServer:
         log.info("conn %d: open %s", record.id, record.path)
         try:
             self._read(session)
-        except ConnectionClosed:
-            pass
+        except (ConnectionClosed, _ConnectionClosedError):
+            pass  # the client went away, possibly while we were answering it
         finally:
             session.shutdown()
             with self._cond:
