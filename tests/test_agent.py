@@ -400,3 +400,19 @@ def test_agent_ephemeral_tokens_new_per_session_reused_for_resumption(server, tm
     ]
     assert all("BidiGenerateContentConstrained" in c.path for c in server.connections)
     assert all("x-goog-api-key" not in c.headers for c in server.connections)
+
+
+def test_agent_words_that_cannot_be_delivered_are_reported(server, tmp_path, caplog):
+    with RunningAgent(agent_config(server, tmp_path)) as run:
+        run.wait_state(State.READY)
+        server.pause_replies()
+        run.agent.say("are you there")
+        assert server.wait_for(lambda s: "activityEnd" in subs(s), TIMEOUT)
+        server.reject_next(1008, "Your API key was reported as leaked. Please use another API key.")
+        server.drop()
+        run.wait_state(State.ERROR)
+        assert run.agent.counters["lost_turns"] == 1
+        assert run.agent.error_kind == "auth"
+    assert "turn 1 could not be delivered (the session cannot be opened); please ask again" in (
+        caplog.text
+    )
