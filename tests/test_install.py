@@ -106,7 +106,7 @@ def key_file():
     folder = Path(tempfile.mkdtemp(prefix="pi-agent-test-"))
     folder.chmod(0o755)
     path = folder / "key"
-    path.write_text("AIzaDRYRUNSECRET-do-not-print\n")
+    path.write_text("fake-dry-run-secret-do-not-print\n")
     path.chmod(0o644)
     yield path
     shutil.rmtree(folder)
