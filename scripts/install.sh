@@ -44,29 +44,9 @@ usage() {
     sed -n '2,/^set -eu/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
 }
 
-die() {
-    echo "install.sh: $*" >&2
-    exit 1
-}
-
-say() {
-    printf '==> %s\n' "$*"
-}
-
-# Run a command, or print it (shell-quoted) in --dry-run mode.
-run() {
-    if [ "$DRY_RUN" = 1 ]; then
-        printf '+'
-        printf ' %q' "$@"
-        printf '\n'
-    else
-        "$@"
-    fi
-}
-
-have() {
-    command -v "$1" >/dev/null 2>&1
-}
+PROG=install.sh
+# shellcheck source-path=SCRIPTDIR source=install-lib.sh
+. "$(dirname -- "$0")/install-lib.sh"
 
 # Is a Debian package known to apt? Without apt (a dry run elsewhere) assume yes.
 apt_has() {

@@ -29,28 +29,9 @@ usage() {
     sed -n '2,/^set -eu/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
 }
 
-die() {
-    echo "uninstall.sh: $*" >&2
-    exit 1
-}
-
-say() {
-    printf '==> %s\n' "$*"
-}
-
-run() {
-    if [ "$DRY_RUN" = 1 ]; then
-        printf '+'
-        printf ' %q' "$@"
-        printf '\n'
-    else
-        "$@"
-    fi
-}
-
-have() {
-    command -v "$1" >/dev/null 2>&1
-}
+PROG=uninstall.sh
+# shellcheck source-path=SCRIPTDIR source=install-lib.sh
+. "$(dirname -- "$0")/install-lib.sh"
 
 while [ $# -gt 0 ]; do
     case $1 in
