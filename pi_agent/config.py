@@ -83,6 +83,18 @@ class LiveSettings:
     keepalive_timeout_s: float = opt(
         40.0, "Seconds without any frame (pong included) before the link counts as dead.", min=30
     )
+    response_timeout_s: float = opt(
+        15.0,
+        "While an answer is awaited, this long without any server frame means a dead link.",
+        min=3,
+        max=120,
+    )
+    outbound_stall_s: float = opt(
+        5.0,
+        "Outgoing messages stuck this long (socket not draining) mean a dead link.",
+        min=1,
+        max=60,
+    )
 
 
 # --------------------------------------------------------------------------- audio
@@ -272,6 +284,18 @@ class AgentSettings:
     )
     backoff_initial_s: float = opt(0.5, "First reconnect delay.", min=0.05, max=60)
     backoff_max_s: float = opt(30.0, "Longest reconnect delay.", min=1, max=600)
+    pending_turn_ttl_s: float = opt(
+        120.0,
+        "A turn not yet delivered is kept this long while offline, then reported lost.",
+        min=5,
+        max=3600,
+    )
+    pending_backoff_max_s: float = opt(
+        1.5,
+        "Longest reconnect delay while a turn waits, so it goes out soon after the link is back.",
+        min=0.1,
+        max=30,
+    )
     fatal_retry_s: float = opt(
         300.0, "After a fatal error (bad key/model), try again this rarely.", min=10
     )
