@@ -32,18 +32,43 @@ class ProtocolError(PiAgentError, ValueError):
 class SessionError(PiAgentError, ConnectionError):
     """The Live session failed.
 
-    ``retryable`` tells the reconnect loop whether trying again can help;
-    ``kind`` is a short word for status and the LED (network, server, auth,
-    config, quota, handle, timeout).
+    ``retryable`` tells the reconnect policy whether trying again can help;
+    ``kind`` names the cause for status and the light, fixed at construction:
+
+    * ``network``, ``timeout``, ``stall``, ``server``: the link or the service
+      had a problem; retried with backoff;
+    * ``quota``: retried, but not before a minute;
+    * ``handle``: the server no longer knows our session; a fresh one at once;
+    * ``protocol``: the server refused a message of ours mid-session (our
+      mistake, never the user's key or model); reconnect and resume;
+    * ``auth`` (the key), ``model`` (model or API version), ``config`` (the
+      setup was refused): retrying blindly cannot help.
     """
 
-    retryable = True
-    kind = "network"
+    KINDS = frozenset(
+        {"network", "timeout", "stall", "server", "quota", "handle", "protocol"}
+        | {"auth", "model", "config"}
+    )
+    FATAL_KINDS = frozenset({"auth", "model", "config"})
 
-    def __init__(self, message: str, *, code: int | None = None, reason: str = ""):
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "network",
+        code: int | None = None,
+        reason: str = "",
+    ):
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown session error kind {kind!r}")
         super().__init__(message)
+        self.kind = kind
         self.code = code
         self.reason = reason
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind not in self.FATAL_KINDS
 
 
 class RetryableSessionError(SessionError):
@@ -51,16 +76,17 @@ class RetryableSessionError(SessionError):
 
 
 class FatalSessionError(SessionError):
-    """Bad key, bad model, bad request (1007/1008, HTTP 4xx): retrying blindly cannot help."""
+    """Bad key, bad model, refused setup: retrying blindly cannot help."""
 
-    retryable = False
-    kind = "config"
+    def __init__(self, message: str, *, kind: str = "config", **extra: object):
+        super().__init__(message, kind=kind, **extra)  # type: ignore[arg-type]
 
 
 class HandleRefusedError(SessionError):
     """The server no longer knows our resumption handle: start a fresh session."""
 
-    kind = "handle"
+    def __init__(self, message: str, **extra: object):
+        super().__init__(message, kind="handle", **extra)  # type: ignore[arg-type]
 
 
 class AudioDeviceError(PiAgentError, OSError):

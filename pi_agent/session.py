@@ -37,7 +37,8 @@ from .errors import (
     RetryableSessionError,
     SessionError,
 )
-from .logs import add_secret
+from .logs import add_secret, escape, redact
+from .threads import name_os_thread
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +76,30 @@ class Credentials:
 
 
 def fetch_token(command: str, timeout: float = 30.0) -> str:
-    """Run ``live.token_command`` and return the token it prints (first line)."""
+    """Run ``live.token_command`` and return the token it prints (first line).
+
+    A helper that fails may print anything on stderr, a key included, so its output
+    is never put in an error, a status or a warning: the error names the exit code,
+    and the first line of stderr (redacted, cut) goes to the debug log only.
+    """
     try:
         done = subprocess.run(
             shlex.split(command), capture_output=True, text=True, timeout=timeout, check=False
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RetryableSessionError(f"live.token_command failed: {exc}") from None
-    if done.returncode != 0:
+    except subprocess.TimeoutExpired:
         raise RetryableSessionError(
-            f"live.token_command exited with {done.returncode}: {done.stderr.strip()[:200]}"
-        )
-    token = done.stdout.strip().splitlines()[0].strip() if done.stdout.strip() else ""
+            f"live.token_command did not finish within {timeout:g} s"
+        ) from None
+    except (OSError, ValueError) as exc:
+        what = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise RetryableSessionError(f"live.token_command could not run: {what}") from None
+    if done.returncode != 0:
+        first = (done.stderr or "").strip().splitlines()[:1]
+        if first:
+            log.debug("live.token_command stderr: %s", escape(redact(first[0]), 120))
+        raise RetryableSessionError(f"live.token_command exited with status {done.returncode}")
+    lines = done.stdout.strip().splitlines()
+    token = lines[0].strip() if lines else ""
     if not token:
         raise RetryableSessionError("live.token_command printed no token")
     add_secret(token)
@@ -107,27 +120,40 @@ class SessionEnded:
     error: SessionError | None
 
 
-def classify_close(code: int | None, reason: str) -> SessionError:
-    """Turn a close code and reason into a typed error (live-protocol.md §7)."""
+_AUTH_WORDS = ("api key", "leaked", "permission", "unauthenticated", "credential")
+
+
+def classify_close(
+    code: int | None, reason: str, *, during_setup: bool = False, resuming: bool = False
+) -> SessionError:
+    """Turn a close code and reason into a typed error (docs/live-protocol.md, close codes).
+
+    The same code means different things at different moments: a 1007 refusing our
+    ``setup`` is a configuration problem, but a 1007 in the middle of a session refused
+    one of *our* messages (an order or payload mistake), which a reconnect and resume
+    mends, and which is never the user's key or model. A 1007 on a resuming setup is
+    how the service refuses an expired session: drop the handle and start fresh.
+    """
     text = f"server closed the connection ({code}): {reason}" if reason else f"closed ({code})"
     low = reason.lower()
+    extra = {"code": code, "reason": reason}
     if code == 1008 and "session not found" in low:
-        return HandleRefusedError(text, code=code, reason=reason)
-    if "api key" in low or "leaked" in low or "permission" in low:
-        err: SessionError = FatalSessionError(text, code=code, reason=reason)
-        err.kind = "auth"
-        return err
+        return HandleRefusedError(text, **extra)
+    if any(word in low for word in _AUTH_WORDS) or "api_key" in low:
+        return FatalSessionError(text, kind="auth", **extra)
     if "resource_exhausted" in low or "quota" in low or "overloaded" in low:
-        err = RetryableSessionError(text, code=code, reason=reason)
-        err.kind = "quota"
-        return err
+        return RetryableSessionError(text, kind="quota", **extra)
     if code == 1008 and ("not implemented" in low or "requested entity" in low):
-        return RetryableSessionError(text, code=code, reason=reason)  # intermittent, §7
+        return RetryableSessionError(text, kind="server", **extra)  # intermittent
     if code in (1007, 1008):
-        return FatalSessionError(text, code=code, reason=reason)
-    err = RetryableSessionError(text, code=code, reason=reason)
-    err.kind = "server"
-    return err
+        if not during_setup:
+            return RetryableSessionError(text, kind="protocol", **extra)
+        if resuming:
+            return HandleRefusedError(text, **extra)
+        if "not found" in low or "not supported" in low or "model" in low:
+            return FatalSessionError(text, kind="model", **extra)
+        return FatalSessionError(text, kind="config", **extra)
+    return RetryableSessionError(text, kind="server", **extra)
 
 
 def classify_exception(exc: BaseException) -> SessionError:
@@ -137,35 +163,39 @@ def classify_exception(exc: BaseException) -> SessionError:
     if isinstance(exc, websocket.WebSocketBadStatusException):
         status = exc.status_code
         body = exc.resp_body.decode("utf-8", "replace") if isinstance(exc.resp_body, bytes) else ""
-        detail = body.strip().replace("\n", " ")[:200]
+        detail = escape(" ".join(body.split()), 200)
         text = f"server refused the connection with HTTP {status}" + (
             f": {detail}" if detail else ""
         )
+        extra = {"code": status, "reason": detail}
         if status == 429:
-            err: SessionError = RetryableSessionError(text, code=status, reason=detail)
-            err.kind = "quota"
-        elif status in (401, 403) or "api key" in body.lower():
-            err = FatalSessionError(text, code=status, reason=detail)
-            err.kind = "auth"
-        elif 400 <= status < 500:
-            err = FatalSessionError(text, code=status, reason=detail)
-        else:
-            err = RetryableSessionError(text, code=status, reason=detail)
-            err.kind = "server"
-        return err
+            return RetryableSessionError(text, kind="quota", **extra)
+        if status in (401, 403) or "api key" in body.lower():
+            return FatalSessionError(text, kind="auth", **extra)
+        if status == 404:
+            return FatalSessionError(text, kind="model", **extra)
+        if 400 <= status < 500:
+            return FatalSessionError(text, kind="config", **extra)
+        return RetryableSessionError(text, kind="server", **extra)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return RetryableSessionError(
             f"TLS certificate check failed ({exc.verify_message}); is the clock right?"
         )
     if isinstance(exc, (websocket.WebSocketTimeoutException, TimeoutError)):
-        err = RetryableSessionError(f"timed out: {exc}")
-        err.kind = "timeout"
-        return err
-    return RetryableSessionError(f"network error: {type(exc).__name__}: {exc}")
+        return RetryableSessionError(f"timed out: {exc}", kind="timeout")
+    return RetryableSessionError(f"network error: {type(exc).__name__}: {escape(exc, 200)}")
 
 
 class LiveSession:
-    """One connection to the Live API. Thread-safe ``send*``; ``close()`` is idempotent."""
+    """One connection to the Live API. Thread-safe ``send*``; ``close()`` is idempotent.
+
+    ``open()`` connects and waits for ``setupComplete`` on the caller's thread;
+    ``start()`` then starts the reader and the writer. The two steps let the
+    owner announce the session (an event on the agent's queue) *before* the
+    reader can deliver anything, so nothing the server says right after setup
+    (an early resumption handle, say) can overtake the news that the session
+    exists.
+    """
 
     def __init__(
         self,
@@ -180,11 +210,13 @@ class LiveSession:
         keepalive_timeout: float = 40.0,
         queue_limit: int = 3000,
         name: str = "session",
+        resuming: bool = False,
     ):
         if "?" in url and ("key=" in url or "access_token=" in url):
             raise ValueError("credentials go in headers, never in the URL")
         self.url = url
         self.name = name
+        self.resuming = resuming
         self._credentials = credentials
         self._setup = setup
         self._on_event = on_event
@@ -198,10 +230,15 @@ class LiveSession:
         self._video: str | None = None
         self._cond = threading.Condition()
         self._closing = False
+        self._started = False
         self._error: SessionError | None = None
         self._reader: threading.Thread | None = None
         self._writer: threading.Thread | None = None
-        self._last_rx = time.monotonic()
+        self._early: list[object] = []
+        self._progress_at = time.monotonic()  # the writer last moved (or the outbox filled)
+        self._sending = False
+        #: ``time.monotonic()`` of the newest frame from the server (pongs included).
+        self.last_rx = time.monotonic()
         self.ready = threading.Event()
         self.closed = threading.Event()
         self.messages_sent = 0
@@ -215,7 +252,7 @@ class LiveSession:
     # ----------------------------------------------------------------- lifecycle
 
     def open(self) -> None:
-        """Connect, send ``setup``, wait for ``setupComplete``, start the threads."""
+        """Connect, send ``setup`` and wait for ``setupComplete`` (no threads yet)."""
         if self._closing or self._ws is not None:
             raise ClosedError("a LiveSession opens once; make a new one to reconnect")
         try:
@@ -232,17 +269,27 @@ class LiveSession:
         self._ws = ws
         try:
             ws.send(protocol.encode(self._setup))
-            early = self._await_setup_complete(ws)
+            self._early = self._await_setup_complete(ws)
         except BaseException as exc:
             self._abort_socket(release=True)
             self._closing = True
             self.closed.set()
+            if isinstance(exc, SessionError):
+                raise
             raise classify_exception(exc) from None
         ws.settimeout(None)
+        self.last_rx = self._progress_at = time.monotonic()
         self.ready.set()
-        self._last_rx = time.monotonic()
-        for event in early:
+
+    def start(self) -> None:
+        """Start the reader and the writer; events before this are delivered first."""
+        with self._cond:
+            if self._started or self._closing or not self.ready.is_set():
+                return
+            self._started = True
+        for event in self._early:
             self._deliver(event)
+        self._early = []
         self._reader = threading.Thread(
             target=self._read_loop, name=f"pi-agent-ws-reader-{self.name}", daemon=True
         )
@@ -258,13 +305,14 @@ class LiveSession:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                err = RetryableSessionError(f"no setupComplete within {self._setup_timeout:.0f} s")
-                err.kind = "timeout"
-                raise err
+                raise RetryableSessionError(
+                    f"no setupComplete within {self._setup_timeout:.0f} s", kind="timeout"
+                )
             ws.settimeout(remaining)
             opcode, frame = ws.recv_data_frame(True)
             if opcode == _CLOSE:
-                raise classify_close(*_close_info(frame.data))
+                code, reason = _close_info(frame.data)
+                raise classify_close(code, reason, during_setup=True, resuming=self.resuming)
             if opcode in (_PING, _PONG):
                 continue
             for event in _events_of(frame.data):
@@ -281,6 +329,7 @@ class LiveSession:
         ws = self._ws
         if first and ws is not None and ws.connected and self._error is None:
             try:
+                ws.settimeout(min(timeout, 1.0))  # a dead link must not hold the close
                 ws.send_close(websocket.STATUS_NORMAL)
             except Exception:  # the socket may be gone already
                 pass
@@ -291,10 +340,19 @@ class LiveSession:
                 if thread.is_alive():
                     log.error("%s did not stop within %.1f s", thread.name, timeout)
         if self._reader is None:
+            self._abort_socket(release=True)
+            self.closed.set()
+
+    def abort(self, error: SessionError) -> None:
+        """End the connection now with ``error`` (a dead or stalled link); the reader reports it."""
+        log.warning("%s: %s; closing the connection", self.name, error)
+        self._fail(error)
+        if self._reader is None:
+            self._abort_socket(release=True)
             self.closed.set()
 
     def _abort_socket(self, release: bool = False) -> None:
-        """Wake a thread blocked in recv (SHUT_RDWR); ``release`` also closes the fd."""
+        """Wake a thread blocked in recv or send (SHUT_RDWR); ``release`` also closes the fd."""
         ws = self._ws
         if ws is None:
             return
@@ -313,18 +371,39 @@ class LiveSession:
     def error(self) -> SessionError | None:
         return self._error
 
+    def stalled_s(self, now: float | None = None) -> float:
+        """How long outgoing messages have waited without the socket taking any (0 if none)."""
+        with self._cond:
+            if not (self._outbox or self._sending):
+                return 0.0
+            return max(0.0, (time.monotonic() if now is None else now) - self._progress_at)
+
     # ----------------------------------------------------------------- sending
 
     def send(self, message: Mapping[str, Any] | str) -> None:
-        """Queue a message for the writer, in order. Never drops; raises if closed or full."""
+        """Queue a message for the writer, in order. Never drops; raises if closed.
+
+        A queue that fills up means the socket is not draining: the connection is
+        ended as stalled (the owner reconnects and resends), rather than blocking
+        the caller (often the microphone thread) or dropping audio silently.
+        """
         text = protocol.encode(message)
         with self._cond:
             if self._closing:
                 raise ClosedError(f"{self!r} is closed")
             if len(self._outbox) >= self._queue_limit:
-                raise RetryableSessionError("outbound queue full: the link is not draining")
-            self._outbox.append(text)
-            self._cond.notify()
+                stalled = True
+            else:
+                stalled = False
+                if not self._outbox and not self._sending:
+                    self._progress_at = time.monotonic()
+                self._outbox.append(text)
+                self._cond.notify()
+        if stalled:
+            self._fail(
+                RetryableSessionError("outbound queue full: the link is not draining", kind="stall")
+            )
+            raise ClosedError(f"{self!r} stalled")
 
     def send_audio(self, pcm: bytes) -> None:
         """Queue one chunk of 16 kHz s16le mono mic audio."""
@@ -344,6 +423,8 @@ class LiveSession:
             if self._video is not None:
                 self.video_dropped += 1
             else:
+                if not self._outbox and not self._sending:
+                    self._progress_at = time.monotonic()
                 self._outbox.append(_VIDEO_SLOT)
             self._video = text
             self._cond.notify()
@@ -356,7 +437,7 @@ class LiveSession:
         """Wait until everything queued has been written to the socket."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._outbox:
+            while self._outbox or self._sending:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closing:
                     return not self._outbox
@@ -366,6 +447,7 @@ class LiveSession:
     # ----------------------------------------------------------------- threads
 
     def _write_loop(self) -> None:
+        name_os_thread(f"pi-agent-wr-{self.name}")
         ws = self._ws
         assert ws is not None
         next_ping = time.monotonic() + self._keepalive_interval
@@ -375,7 +457,7 @@ class LiveSession:
                     wait = next_ping - time.monotonic()
                     if wait <= 0:
                         break
-                    self._cond.wait(min(wait, 1.0))
+                    self._cond.wait(wait)  # asleep until there is work or a ping is due
                 if self._closing:
                     return
                 text: str | None = None
@@ -383,6 +465,7 @@ class LiveSession:
                     text = self._outbox.popleft()
                     if text is _VIDEO_SLOT:
                         text, self._video = self._video, None
+                    self._sending = True
                 self._cond.notify_all()
             now = time.monotonic()
             try:
@@ -393,20 +476,28 @@ class LiveSession:
                     if self.on_sent is not None:
                         self.on_sent(text)
                 if now >= next_ping:
-                    if now - self._last_rx > self._keepalive_timeout:
-                        err = RetryableSessionError(
-                            f"no data from the server for {now - self._last_rx:.0f} s"
+                    if now - self.last_rx > self._keepalive_timeout:
+                        self._fail(
+                            RetryableSessionError(
+                                f"no data from the server for {now - self.last_rx:.0f} s",
+                                kind="timeout",
+                            )
                         )
-                        err.kind = "timeout"
-                        self._fail(err)
                         return
                     ws.ping()
                     next_ping = now + self._keepalive_interval
             except Exception as exc:
                 self._fail(classify_exception(exc))
                 return
+            finally:
+                with self._cond:
+                    if self._sending:
+                        self._sending = False
+                        self._progress_at = time.monotonic()
+                        self._cond.notify_all()
 
     def _read_loop(self) -> None:
+        name_os_thread(f"pi-agent-rd-{self.name}")
         ws = self._ws
         assert ws is not None
         try:
@@ -417,7 +508,7 @@ class LiveSession:
                     if not self._closing:
                         self._fail(classify_exception(exc))
                     return
-                self._last_rx = time.monotonic()
+                self.last_rx = time.monotonic()
                 if opcode == _CLOSE:
                     if not self._closing:
                         self._fail(classify_close(*_close_info(frame.data)))
@@ -453,12 +544,19 @@ class LiveSession:
 
 
 def _events_of(data: bytes) -> list[object]:
-    """The events of one data frame; a broken frame is logged, skipped and reported."""
+    """The events of one data frame; a broken frame is logged, counted and skipped.
+
+    ``protocol.parse`` raises only ProtocolError for any input; anything else that
+    escapes is a parser bug, treated the same way so the connection survives it.
+    """
     try:
         return list(protocol.parse(data))
     except ProtocolError as exc:
-        log.warning("skipping malformed server message: %s", exc)
-        return [MalformedMessage(str(exc))]
+        log.warning("skipping malformed server message: %s", escape(exc, 200))
+        return [MalformedMessage(escape(exc, 200))]
+    except Exception as exc:  # never let a parser bug end the session
+        log.error("parser failed on a server message (%s); skipped", escape(repr(exc), 200))
+        return [MalformedMessage(f"parser failure: {type(exc).__name__}")]
 
 
 def _close_info(data: bytes) -> tuple[int | None, str]:

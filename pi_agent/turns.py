@@ -43,7 +43,8 @@ class PendingTurn:
     completed: bool = False  # turnComplete seen; safe once a newer handle arrives
     ended_at: float | None = None
     bytes: int = 0
-    tool_results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    resends: int = 0  # times it was replayed on a new connection
+    started_at: float | None = None
 
 
 @dataclass
@@ -67,6 +68,12 @@ class Uplink:
     ``feed`` runs on the mic thread; everything else on the agent thread.
     All sends happen under one lock, so the order on the wire is the order
     of the calls: ``activityStart``, pre-roll, live chunks, ``activityEnd``.
+
+    Two rules hold by construction, whatever the agent asks: audio reaches a
+    session only inside an open push-to-talk turn (or while hands-free
+    streaming is on), and ``activityStart``/``activityEnd`` strictly alternate
+    on every connection (the uplink remembers whether an activity is open on
+    the current session; a new session starts closed).
     """
 
     def __init__(self, *, manual_activity: bool, max_buffered_s: float):
@@ -76,6 +83,8 @@ class Uplink:
         self._session: Any = None
         self._turn: PendingTurn | None = None
         self._streaming = False  # hands-free: chunks flow without a turn
+        self._activity_open = False  # an activityStart without its activityEnd on _session
+        self.on_dead: Callable[[Any], None] | None = None  # a send failed on this session
 
     def feed(self, pcm: bytes) -> None:
         """One mic chunk (mic thread, or the agent thread for the pre-roll)."""
@@ -92,6 +101,8 @@ class Uplink:
                     log.warning("turn %d is longer than agent.max_buffered_speech_s", turn.number)
             elif not self._streaming:
                 return
+            if self._manual and not self._activity_open:
+                return  # never audio outside an activity with push-to-talk
             self._send_audio(pcm)
 
     def _send_audio(self, pcm: bytes) -> None:
@@ -101,7 +112,7 @@ class Uplink:
         try:
             session.send_audio(pcm)
         except (ClosedError, SessionError):
-            self._session = None  # kept in the turn; resent after reconnecting
+            self._lost()  # kept in the turn; resent after reconnecting
 
     def _send(self, message: dict[str, Any]) -> bool:
         session = self._session
@@ -110,24 +121,51 @@ class Uplink:
         try:
             session.send(message)
         except (ClosedError, SessionError):
-            self._session = None
+            self._lost()
             return False
         return True
+
+    def _lost(self) -> None:
+        session, self._session = self._session, None
+        self._activity_open = False
+        if session is not None and self.on_dead is not None:
+            self.on_dead(session)
+
+    def _start_activity(self) -> bool:
+        if not self._manual:
+            return self._session is not None
+        if self._activity_open:  # cannot happen by the agent's rules; keep the wire valid
+            self._end_activity()
+        if self._send(protocol.activity_start()):
+            self._activity_open = True
+            return True
+        return False
+
+    def _end_activity(self) -> bool:
+        if not self._manual:
+            return self._session is not None
+        if not self._activity_open:
+            return False
+        self._activity_open = False
+        return self._send(protocol.activity_end())
 
     def begin(self, turn: PendingTurn) -> bool:
         """A push-to-talk turn starts; True if ``activityStart`` went out now."""
         with self._lock:
             self._turn = turn
-            return self._manual and self._send(protocol.activity_start())
+            return self._start_activity()
 
     def end(self, ended_at: float) -> bool:
-        """The button was released; True if ``activityEnd`` went out now."""
+        """The user's turn ends (release, mic fault); True if ``activityEnd`` went out now.
+
+        Recorded in the turn either way, so a resend carries it.
+        """
         with self._lock:
             turn = self._turn
             if turn is not None:
                 turn.ended = True
                 turn.ended_at = ended_at
-            return self._manual and self._send(protocol.activity_end())
+            return self._end_activity()
 
     def say(self, turn: PendingTurn) -> bool:
         """A typed turn (wrapped in activity markers with manual VAD); True if sent now."""
@@ -136,14 +174,14 @@ class Uplink:
             return self._send_turn(turn)
 
     def _send_turn(self, turn: PendingTurn) -> bool:
-        if self._manual and not self._send(protocol.activity_start()):
+        if not self._start_activity():
             return False
         for chunk in turn.chunks:
             self._send_audio(chunk)
         if turn.text is not None:
             self._send(protocol.text_input(turn.text))
-        if turn.ended and self._manual:
-            self._send(protocol.activity_end())
+        if turn.ended:
+            self._end_activity()
         return self._session is not None
 
     def attach(self, session: Any, *, resend: bool) -> PendingTurn | None:
@@ -153,11 +191,13 @@ class Uplink:
         """
         with self._lock:
             self._session = session
+            self._activity_open = False
             turn = self._turn
             if not resend or turn is None:
                 return None
             # Even a turn without audio (no mic, or released at once) is resent: the user
             # pressed and expects an answer, and activity markers are all it takes.
+            turn.resends += 1
             log.info(
                 "resending turn %d (%.1f s of speech%s)",
                 turn.number,
@@ -170,6 +210,7 @@ class Uplink:
         """The session is gone: keep chunks in the turn only."""
         with self._lock:
             self._session = None
+            self._activity_open = False
 
     def stream(self, on: bool) -> None:
         """Hands-free: send chunks without a turn."""
@@ -184,6 +225,11 @@ class Uplink:
     @property
     def turn(self) -> PendingTurn | None:
         return self._turn
+
+    @property
+    def activity_open(self) -> bool:
+        """An ``activityStart`` without its ``activityEnd`` on the current session."""
+        return self._activity_open
 
     def forget(self) -> PendingTurn | None:
         """Drop the pending turn (answered, cancelled or lost); return it."""
