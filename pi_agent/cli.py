@@ -42,13 +42,13 @@ def _load(args: argparse.Namespace) -> Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the agent until SIGINT/SIGTERM."""
-    from .agent import Agent
+    from .parts import build_agent
 
     config = _load(args)
     setup_logging(args.log_level or config.agent.log_level)
     api_key = None if config.live.token_command else resolve_api_key(config.live)
     add_secret(api_key)
-    agent = Agent(config, api_key=api_key)
+    agent = build_agent(config, api_key=api_key)
     return run_until_signal(agent)
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from .agent import Agent, State
 from .config import parse_config
+from .parts import build_agent
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def run_demo(args: argparse.Namespace) -> int:
             card = stack.enter_context(SimulatedSoundCard(workdir / "alsa"))
         config = demo_config(endpoint, str(workdir / "control.sock"), live=args.live)
         factory = MockFactory(pin_class=MockPWMPin)
-        agent = Agent(config, api_key=key, pin_factory=factory)
+        agent = build_agent(config, api_key=key, pin_factory=factory)
         view = DeviceView(agent)
         if not args.script:
             transcript = _TranscriptHandler(view)

@@ -42,7 +42,7 @@ class ToolLedger:
     _waiting: dict[str, list[str]] = field(default_factory=dict)  # key -> ids asked meanwhile
 
     def ask(self, session: Any, call_id: str, name: str, args: Any) -> tuple[str, Any]:
-        """Record a call; say what to do: ``("run", None)``, ``("answer", result)``, ``("wait", None)``."""
+        """Record a call and say what to do: ``run``, ``answer`` (with the result) or ``wait``."""
         key = call_key(name, args)
         self._askers[call_id] = Asker(call_id, name, session, key)
         if key in self._results:

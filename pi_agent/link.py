@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from . import protocol
 from .config import AgentSettings, LiveSettings
 from .errors import RetryableSessionError, SessionError
-from .events import ConnectFailed, Connected
+from .events import Connected, ConnectFailed
 from .session import Credentials, LiveSession
 from .threads import name_os_thread
 

@@ -278,6 +278,12 @@ class Watchdog:
         """True when systemd expects pings and they can be sent."""
         return self.interval is not None and self._notifier.available
 
+    def next_due(self) -> float | None:
+        """When the next ping is due (None without a watchdog), so the loop sleeps till then."""
+        if not self.enabled:
+            return None
+        return self._clock() if self._last_ping is None else self._last_ping + self.interval
+
     def tick(self) -> bool:
         """Ping if the interval has passed and the agent is healthy; True if pinged."""
         if not self.enabled:
@@ -348,6 +354,13 @@ class ReadyGate:
         with self._lock:
             self._session = True
         return self.tick()
+
+    def next_due(self) -> float | None:
+        """When the offline timeout sends READY (None once ready or before the devices)."""
+        with self._lock:
+            if self._ready or self._devices_at is None:
+                return None
+            return self._devices_at + self.timeout_s
 
     def tick(self) -> bool:
         """Send READY=1 if it is due and not yet sent; True if it was sent now."""

@@ -47,6 +47,7 @@ import numpy as np
 from pi_agent.agent import Agent, State
 from pi_agent.config import parse_config
 from pi_agent.control import send_command
+from pi_agent.parts import build_agent
 from pi_agent.sim.fake_live import FakeLiveServer, Reply
 from pi_agent.systemd import Notifier
 
@@ -374,7 +375,9 @@ class Soak:
         from gpiozero.pins.mock import MockFactory, MockPWMPin
 
         self.factory = MockFactory(pin_class=MockPWMPin)
-        self.agent = Agent(config, api_key=KEY, pin_factory=self.factory, notifier=self.recorder)
+        self.agent = build_agent(
+            config, api_key=KEY, pin_factory=self.factory, notifier=self.recorder
+        )
         self._agent_thread = threading.Thread(
             target=self._run_agent, name="soak-agent", daemon=True
         )

@@ -7,8 +7,9 @@ from typing import Any
 
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from pi_agent.agent import Agent, State
+from pi_agent.agent import State
 from pi_agent.config import parse_config
+from pi_agent.parts import build_agent
 
 from .conftest import FAKE_KEY, TIMEOUT
 
@@ -48,7 +49,7 @@ class RunningAgent:
 
     def __init__(self, config, *, key: str = FAKE_KEY, **kwargs: Any):
         self.factory = MockFactory(pin_class=MockPWMPin)
-        self.agent = Agent(config, api_key=key, pin_factory=self.factory, **kwargs)
+        self.agent = build_agent(config, api_key=key, pin_factory=self.factory, **kwargs)
         self.exit_code: int | None = None
         self.thread = threading.Thread(target=self._run, name="test-agent", daemon=True)
 

@@ -1,0 +1,92 @@
+"""Control requests (socket, MQTT, the demo) turned into agent operations.
+
+A mixin of :class:`~pi_agent.agent.Agent`, on the agent thread. Every request
+gets exactly one reply through ``respond``; ``say`` with ``wait`` is answered
+when the model's answer is complete (or the turn is lost).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from . import events as ev
+from .errors import PiAgentError
+from .logs import escape
+from .turns import PendingTurn
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+log = logging.getLogger("pi_agent.agent")
+
+MAX_SAY_CHARS = 4000
+
+
+class Commands:
+    def _on_command(self: Agent, command: ev.Command) -> None:
+        request, respond = command.request, command.respond
+        cmd = request.get("cmd")
+        try:
+            reply = self._run_command(cmd, request, respond)
+        except PiAgentError as exc:
+            reply = {"ok": False, "error": str(exc)}
+        except (KeyError, TypeError, ValueError) as exc:
+            reply = {"ok": False, "error": f"bad {cmd} request: {exc}"}
+        if reply is not None:
+            respond(reply)
+
+    def _run_command(self: Agent, cmd: Any, request: dict[str, Any], respond: Any) -> Any:
+        if cmd == "press":
+            self._on_press(ev.Press("control"))
+        elif cmd == "release":
+            self._on_release(ev.Release("control"))
+        elif cmd == "talk":
+            if self.talking:
+                self._on_release(ev.Release("control"))
+            else:
+                self._on_press(ev.Press("control"))
+        elif cmd == "say":
+            turn = self._say(str(request["text"]))
+            if request.get("wait", True):
+                self._say_waiters.append((turn, respond))
+                return None
+            return {"ok": True, "turn": turn}
+        elif cmd in ("mute", "unmute"):
+            self._set_muted(cmd == "mute")
+        elif cmd == "volume":
+            volume = float(request["value"])
+            if not 0.0 <= volume <= 1.0:
+                raise PiAgentError("volume must be between 0 and 1")
+            self.parts.speaker.volume = volume
+            self._publish({"event": "volume", "volume": self.parts.speaker.volume})
+            return {"ok": True, "volume": self.parts.speaker.volume}
+        elif cmd == "status":
+            return {"ok": True, "status": self.status()}
+        else:
+            raise PiAgentError(f"unknown command {escape(cmd, 40)}")
+        return {"ok": True}
+
+    def _say(self: Agent, text: str) -> int:
+        """A typed user turn; returns its number."""
+        if self.talking:
+            raise PiAgentError("the user is talking; release first")
+        if not text.strip() or len(text) > MAX_SAY_CHARS:
+            raise PiAgentError(f"say needs 1 to {MAX_SAY_CHARS} characters")
+        fatal = self.link.fatal
+        if fatal is not None:
+            raise PiAgentError(f"cannot talk: {fatal}")
+        self._barge_in()
+        self.turn += 1
+        self.counters["user_requests"] += 1
+        self._new_metrics()
+        self._drop_previous_turn()
+        now = self._release_t = self._clock()
+        log.info("turn %d you (typed): %s", self.turn, escape(text, 2000))
+        turn = PendingTurn(self.turn, text=text, ended=True, ended_at=now, started_at=now)
+        if self.uplink.say(turn):
+            self._expect_answer(now)
+        else:
+            log.info("turn %d kept until the connection is back", self.turn)
+            self.link.hurry()
+        return self.turn
