@@ -37,6 +37,7 @@ again could help::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -238,7 +239,7 @@ class Timers(Worker):
     def list(self) -> list[Timer]:
         """Pending timers, soonest first."""
         with self._cond:
-            return sorted(self._timers.values(), key=lambda t: (t.due, t.created))
+            return self._sorted_locked()
 
     def next_due(self) -> float | None:
         """Epoch time of the soonest pending timer, or None."""
@@ -249,10 +250,7 @@ class Timers(Worker):
         """Fire everything due at ``clock()``: remove it, save, call ``on_due``; return it."""
         with self._cond:
             now = self._clock()
-            due = sorted(
-                (t for t in self._timers.values() if t.due <= now),
-                key=lambda t: (t.due, t.created),
-            )
+            due = [t for t in self._sorted_locked() if t.due <= now]
             if not due:
                 return []
             for timer in due:
@@ -260,14 +258,8 @@ class Timers(Worker):
             self._save()
             self._cond.notify_all()
         for timer in due:
-            late = now - timer.due
-            log.info(
-                "%s %s (%s) is due%s",
-                timer.kind,
-                timer.id,
-                timer.label or "no label",
-                f", {human_duration(late)} late" if late >= 1 else "",
-            )
+            late = f", {human_duration(now - timer.due)} late" if now - timer.due >= 1 else ""
+            log.info("%s is due%s", _name(timer), late)
             call_logged(self._on_due, timer)
         return due
 
@@ -490,7 +482,7 @@ class Timers(Worker):
             self._cond.notify_all()
             left = len(self._timers)
         for timer in chosen:
-            log.info("%s %s (%s) cancelled", timer.kind, timer.id, timer.label or "no label")
+            log.info("%s cancelled", _name(timer))
         result = ok_result(cancelled=[self.describe(t) for t in chosen], remaining=left)
         return result if saved else self._unsaved(result)
 
@@ -536,8 +528,7 @@ class Timers(Worker):
             value = args.get(unit)
             if value is None:
                 continue
-            bad = isinstance(value, bool) or not isinstance(value, (int, float))
-            if bad or not math.isfinite(value) or value < 0:
+            if not _is_number(value) or value < 0:
                 raise _Refused(
                     f"argument {unit!r} of {tool} must be a number of at least 0, not {value!r}",
                     allowed_range={"min": 0, "max": round(limit / size, 3), "unit": unit},
@@ -552,10 +543,12 @@ class Timers(Worker):
                 )
             return None
         if not MIN_DURATION_S <= total <= limit:
+            later = "for a time of day use set_alarm, or set_reminder with at"
             raise _Refused(
                 f"a {tool.removeprefix('set_')} of {human_duration(total)} is outside the "
                 f"allowed {human_duration(MIN_DURATION_S)} to {human_duration(limit)}",
                 allowed_range={"min": MIN_DURATION_S, "max": limit, "unit": "seconds"},
+                hint=later if total > limit else None,
             )
         return total
 
@@ -570,9 +563,15 @@ class Timers(Worker):
                 raise ValueError(value)
             hour, minute, second = parse_time_of_day(value)
         except ValueError:
+            bare = str(value).strip()
+            hint = None
+            if bare.isdigit() and 1 <= int(bare) <= 12:  # "7": morning or evening?
+                h = int(bare) % 12
+                hint = f"{bare} could be {h:02d}:00 or {h + 12:02d}:00: ask the user which"
             raise _Refused(
                 f"argument {key!r} of {tool} must be a time of day in 24-hour HH:MM, not {value!r}",
                 valid_options=["HH:MM from 00:00 to 23:59, e.g. 07:30 or 18:45"],
+                hint=hint,
             ) from None
         return self._next_occurrence(hour, minute, second)
 
@@ -618,15 +617,8 @@ class Timers(Worker):
             saved = self._save()
             self._cond.notify_all()
         info = self.describe(timer)
-        log.info(
-            "%s %s (%s) set: rings at %s %s, in %s",
-            kind,
-            timer.id,
-            label or "no label",
-            info["rings_at"],
-            info["day"],
-            info["in"],
-        )
+        when = f"{info['rings_at']} {info['day']}, in {info['in']}"
+        log.info("%s set: rings at %s", _name(timer), when)
         result = ok_result(timer=info, rings_at=info["rings_at"], **{"in": info["in"]})
         return result if saved else self._unsaved(result)
 
@@ -735,7 +727,7 @@ class Timers(Worker):
         for i, entry in enumerate(state["timers"]):
             try:
                 timer = _timer_from(entry)
-            except (TypeError, ValueError, KeyError) as exc:
+            except ValueError as exc:
                 problems.append(f"timers[{i}]: {exc}")
                 continue
             if timer.id in self._timers:
@@ -764,18 +756,10 @@ class Timers(Worker):
             n += 1
         try:
             os.rename(path, target)
+            done = f"moved it to {target.name}"
         except OSError as exc:
-            log.warning(
-                "timers: state file %s is unusable (%s) and could not be moved aside (%s); "
-                "starting without it",
-                path,
-                why,
-                exc.strerror or exc,
-            )
-            return
-        log.warning(
-            "timers: state file %s is unusable (%s); moved it to %s", path, why, target.name
-        )
+            done = f"could not move it aside ({exc.strerror or exc}); starting without it"
+        log.warning("timers: state file %s is unusable (%s); %s", path, why, done)
 
     # -- worker thread
 
@@ -807,45 +791,43 @@ class Timers(Worker):
 
 
 def _timer_from(entry: Any) -> Timer:
-    """A Timer from its JSON form; ValueError/TypeError/KeyError name what is wrong."""
+    """A Timer from its JSON form; ValueError names what is wrong."""
     if not isinstance(entry, dict):
-        raise TypeError(f"must be an object, not {type(entry).__name__}")
-    missing = {f.name for f in dataclasses.fields(Timer)} - set(entry)
+        raise ValueError(f"must be an object, not {type(entry).__name__}")
+    missing = sorted({f.name for f in dataclasses.fields(Timer)} - set(entry))
     if missing:
-        raise KeyError(f"missing {', '.join(sorted(missing))}")
-    ident, kind, label = entry["id"], entry["kind"], entry["label"]
-    if not isinstance(ident, str) or not ident:
-        raise ValueError(f"bad id {ident!r}")
-    if kind not in KINDS:
-        raise ValueError(f"bad kind {kind!r}")
-    if not isinstance(label, str):
-        raise ValueError(f"bad label {label!r}")
-    times = {}
-    for key in ("due", "created", "duration_s"):
-        value = entry[key]
-        if key == "duration_s" and value is None:
-            times[key] = None
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"bad {key} {value!r}")
-        if not math.isfinite(value):
-            raise ValueError(f"bad {key} {value!r}")
-        times[key] = float(value)
-    return Timer(id=ident, kind=kind, label=label, **times)
+        raise ValueError(f"missing {', '.join(missing)}")
+    checks = {
+        "id": lambda v: isinstance(v, str) and bool(v),
+        "kind": lambda v: v in KINDS,
+        "label": lambda v: isinstance(v, str),
+        "due": _is_number,
+        "created": _is_number,
+        "duration_s": lambda v: v is None or _is_number(v),
+    }
+    for key, good in checks.items():
+        if not good(entry[key]):
+            raise ValueError(f"bad {key} {entry[key]!r}")
+    return Timer(**{key: entry[key] for key in checks})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _name(timer: Timer) -> str:
+    """``timer t3 (pasta)`` for the log."""
+    return f"{timer.kind} {timer.id} ({timer.label or 'no label'})"
 
 
 def _fsync_dir(directory: Path) -> None:
     """Make a rename durable: fsync the directory (not possible everywhere, e.g. Windows)."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _unlink(path: Path) -> None:

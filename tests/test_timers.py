@@ -239,6 +239,8 @@ def test_timers_bad_alarm_time_is_an_informative_error(rig, value):
     assert result["retryable"] is False
     if value is not None:
         assert "HH:MM" in result["valid_options"][0]
+    if value == "7":
+        assert result["hint"] == "7 could be 07:00 or 19:00: ask the user which"
     assert rig.timers.list() == []
 
 
@@ -346,6 +348,7 @@ def test_timers_limits_are_enforced_with_informative_errors(tmp_path):
     too_long = rig.error("set_timer", hours=1, seconds=1)
     assert too_long["allowed_range"] == {"min": 1.0, "max": 3600, "unit": "seconds"}
     assert "1 hour" in too_long["reason"] and too_long["retryable"] is False
+    assert "set_alarm" in too_long["hint"]
     too_short = rig.error("set_timer", seconds=0.5)
     assert "outside the allowed 1 second to 1 hour" in too_short["reason"]
     negative = rig.error("set_timer", minutes=-5)
@@ -490,7 +493,7 @@ def test_timers_bad_entries_are_reported_and_the_good_ones_kept(tmp_path, caplog
         "timers[1]: bad kind 'egg'",
         "timers[2]: bad due 'soon'",
         "timers[3]: must be an object",
-        "timers[4]: 'missing created",
+        "timers[4]: missing created, due",
         "timers[5]: id 't7' appears twice",
         "kept the 1 valid entries",
     ):
