@@ -16,7 +16,8 @@ A file that cannot be read or parsed is moved aside to
 Times are wall-clock epoch seconds: alarms are times of day, and a timer must
 survive a reboot (the monotonic clock starts again at zero). The worker sleeps
 at most :data:`MAX_WAIT_S` at a time, so a clock step (NTP after boot) is
-noticed that soon.
+noticed that soon; a step moves countdown timers with it, as their due time
+is stored on the same clock.
 
 Every tool result has one shape (:func:`ok_result`, :func:`error_result`),
 meant for every tool the model calls, so it can tell at once whether calling
@@ -25,7 +26,8 @@ again could help::
     {"status": "ok", ...details}
         e.g. "timer": {"id": "t3", "kind": "timer", "label": "pasta",
                        "rings_at": "14:05", "day": "today", "in": "10 minutes", ...},
-             "rings_at": "14:05", "in": "10 minutes"
+             "rings_at": "14:05", "in": "10 minutes",
+             "warning": "..."   # only if the change is done but could not be saved
 
     {"status": "error",
      "reason": "what was wrong, in words that name the argument",
