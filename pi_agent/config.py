@@ -263,6 +263,28 @@ class ToolSettings:
     timeout_s: float = opt(5.0, "Longest a call may take.", min=0.1, max=60)
 
 
+# --------------------------------------------------------------------------- timers
+
+
+@dataclass(frozen=True)
+class TimerSettings:
+    """Timers, alarms and reminders that ring locally (pi_agent.timers)."""
+
+    enabled: bool = opt(True, "Give the model set_timer/set_alarm/set_reminder/list/cancel tools.")
+    max_count: int = opt(10, "Most timers, alarms and reminders pending at once.", min=1, max=100)
+    max_duration_s: float = opt(
+        86400.0, "Longest timer or reminder the model may set, in seconds.", min=60, max=604800
+    )
+    max_label_chars: int = opt(
+        80, "Longest label (or reminder text) in characters.", min=8, max=500
+    )
+    state_file: str | None = opt(
+        None,
+        "Where pending timers are kept; null = $STATE_DIRECTORY/timers.json, "
+        "else ~/.local/state/pi-agent/timers.json.",
+    )
+
+
 # --------------------------------------------------------------------------- agent
 
 
@@ -318,6 +340,7 @@ class Config:
     ptt: PttSettings = opt(PttSettings, "Push-to-talk button.")
     status_light: StatusLightSettings = opt(StatusLightSettings, "Status LED.")
     tools: tuple[ToolSettings, ...] = opt((), "Functions the model may call.")
+    timers: TimerSettings = opt(TimerSettings, "Timers, alarms and reminders.")
     control: ControlSettings = opt(ControlSettings, "Local control socket.")
     agent: AgentSettings = opt(AgentSettings, "Agent behaviour.")
 
