@@ -391,7 +391,8 @@ class ControlServer(Worker):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._accept_paused_until: float | None = None
-        self.dropped = 0  # clients dropped for a limit or a failure (for status/tests)
+        self.dropped = 0  # clients dropped for not reading (for status and tests)
+        self.refused = 0  # clients turned away while full; reset once one gets in
 
     # ------------------------------------------------------------------ public
 
@@ -500,8 +501,12 @@ class ControlServer(Worker):
         try:
             conn.setblocking(False)
             if len(self._clients) >= self.max_clients:
-                self.dropped += 1
-                log.warning("control: refusing a client, %d already connected", self.max_clients)
+                self.refused += 1
+                log.log(
+                    logging.WARNING if self.refused == 1 else logging.DEBUG,
+                    "control: refusing a client, %d already connected",
+                    self.max_clients,
+                )
                 line = {"ok": False, "error": f"too many control clients ({self.max_clients})"}
                 try:
                     conn.send(encode_line(line))
@@ -516,6 +521,7 @@ class ControlServer(Worker):
             conn.close()
             return
         self._clients[client.id] = client
+        self.refused = 0
         log.debug("control: client %d connected (pid %s)", client.id, client.pid)
         self._guarded(client, self._update, client)
 
