@@ -595,8 +595,10 @@ class ControlServer(Worker):
             return
         if not data:
             client.eof = True
-            if client.watching or (client.pending is None and not client.outbuf):
+            if client.watching:
                 self._close(client)
+            else:
+                self._process(client)  # answer what it sent, then close
             return
         client.touched = time.monotonic()
         if client.watching:
