@@ -8,7 +8,6 @@ line per problem.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -25,6 +24,7 @@ from .logs import add_secret, setup_logging
 log = logging.getLogger("pi_agent")
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
+CTL_COMMANDS = "press | release | talk | say TEXT | mute | unmute | volume V | status | watch"
 
 
 def _config_path(path: str | None) -> str | None:
@@ -77,8 +77,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
-    """Send one command to a running agent over its control socket."""
-    from .control import parse_command, send_command
+    """Send one command to a running agent over its control socket (see ctl.py)."""
+    from .ctl import run_ctl
 
     if args.socket:
         path = args.socket
@@ -86,23 +86,14 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         path = _load(args).control.socket
     else:
         path = ControlSettings().socket
-    words = [args.command, *args.words]
-    try:
-        request = parse_command(" ".join(words))
-    except ValueError as exc:
-        print(f"pi-agent ctl: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    try:
-        reply = send_command(path, request, timeout=args.timeout)
-    except (OSError, ValueError) as exc:
-        print(f"pi-agent ctl: the agent is not reachable at {path}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    if not reply.get("ok"):
-        print(f"pi-agent ctl: {reply.get('error', 'failed')}", file=sys.stderr)
-        return EXIT_ERROR
-    if request["cmd"] == "status":
-        print(json.dumps(reply.get("status", {}), indent=2, sort_keys=True))
-    return EXIT_OK
+    return run_ctl(
+        path,
+        args.command,
+        args.words,
+        timeout=args.timeout,
+        wait=not args.no_wait,
+        as_json=args.json,
+    )
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -147,11 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--turns", type=int, default=2, help="turns in --script mode")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
-    p = add("ctl", cmd_ctl, "Control a running agent: press, release, say, mute, volume, status.")
+    p = add("ctl", cmd_ctl, "Control a running agent over its control socket.")
+    p.epilog = (
+        "examples: pi-agent ctl say turn on the lamp | pi-agent ctl volume 60% | "
+        "pi-agent ctl status --json | pi-agent ctl watch"
+    )
     p.add_argument("--socket", help="control socket path (default: from the config)")
-    p.add_argument("--timeout", type=float, default=5.0)
-    p.add_argument("command", help="press | release | say TEXT | mute | unmute | volume V | status")
-    p.add_argument("words", nargs="*", help="arguments of the command")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds to wait for the answer (default: 60 for say, 5 otherwise)",
+    )
+    p.add_argument(
+        "--no-wait", action="store_true", help="say: return at once, without waiting for the answer"
+    )
+    p.add_argument("--json", action="store_true", help="print the reply as JSON")
+    p.add_argument("command", help=CTL_COMMANDS)
+    p.add_argument("words", nargs="*", help="the text of say, the value of volume (0.6, 60, 60%%)")
 
     add("devices", cmd_devices, "List audio devices and what the config picks.")
 
@@ -163,7 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of the ``pi-agent`` command."""
     parser = build_parser()
-    ns = parser.parse_args(args)
+    ns, extra = parser.parse_known_args(args)
+    if extra and ns.cmd == "ctl" and not any(word.startswith("-") for word in extra):
+        ns.words = [*ns.words, *extra]  # words after an option: ctl say --no-wait hello
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not logging.getLogger().handlers:
         setup_logging(getattr(ns, "log_level", None) or "INFO")
     try:
