@@ -1,14 +1,68 @@
-"""Logging setup that keeps secrets out of every line, whoever logs them."""
+"""Logging: secrets kept out of every line, untrusted text escaped, lines fit for their sink.
+
+Three sinks, told apart the way systemd documents it (``JOURNAL_STREAM``, see
+systemd.exec(5)): the journal gets a syslog ``<N>`` priority prefix on every line and no
+timestamp (it adds its own); a terminal gets a short local time; a pipe or file gets an
+ISO-8601 one.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 import threading
+import time
+from typing import TextIO
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
 REDACTED = "[REDACTED]"
+
+# C0 and C1 controls, DEL, line/paragraph separators, bidi overrides/isolates (they reorder
+# what a reader sees) and lone surrogates (they break a later encode).
+_UNSAFE = re.compile("([\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff])")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(char: str) -> str:
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: object, limit: int = 500) -> str:
+    """``text`` made safe for one log line: controls become visible escapes, long text ends
+    in "…".
+
+    For anything from the model, the user or the network (transcripts, typed text, tool
+    arguments, server reasons): a newline or ``\\x1b`` in it can no longer forge a line or
+    repaint a terminal. ``\\n \\r \\t`` keep their names, other controls show as ``\\xNN``
+    or ``\\uNNNN``; backslashes are left as they are. ``limit`` counts characters of the
+    result (escapes included, the "…" not).
+    """
+    s = text if isinstance(text, str) else str(text)
+    cut = len(s) > limit
+    if cut:
+        s = s[:limit]
+    if _UNSAFE.search(s) is None:
+        return s + "…" if cut else s
+    out: list[str] = []
+    room = limit
+    for i, piece in enumerate(_UNSAFE.split(s)):
+        if i % 2:  # a separator: one unsafe character
+            piece = _escaped(piece)
+            if len(piece) > room:
+                cut = True
+                break
+        elif len(piece) > room:
+            piece, cut = piece[:room], True
+        out.append(piece)
+        room -= len(piece)
+    return "".join(out) + ("…" if cut else "")
 
 
 def add_secret(secret: str | None) -> None:
@@ -55,10 +109,68 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def setup_logging(level: str | int = "INFO", stream=None) -> logging.Handler:
-    """Log to stderr (journald captures it) with secrets redacted; return the handler."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+def _priority(levelno: int) -> int:
+    """The syslog priority journald files a line under (``journalctl -p``)."""
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    if levelno >= logging.INFO:
+        return 6
+    return 7
+
+
+class LineFormatter(logging.Formatter):
+    """``LEVEL logger: message`` (traceback included), redacted as a whole, then fitted to
+    the sink: ``journal`` (``<N>`` on every line), ``terminal`` (HH:MM:SS.mmm) or ``file``
+    (ISO-8601 with offset)."""
+
+    def __init__(self, sink: str = "file") -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+        self.sink = sink
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = redact(super().format(record))  # message, traceback and stack alike
+        if self.sink == "journal":
+            prefix = f"<{_priority(record.levelno)}>"
+            return "\n".join(prefix + line for line in text.split("\n"))
+        if self.sink == "terminal":
+            stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+            return f"{stamp}.{int(record.msecs):03d} {text}"
+        local = time.localtime(record.created)
+        zone = time.strftime("%z", local)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", local)
+        return f"{stamp}.{int(record.msecs):03d}{zone[:3]}:{zone[3:]} {text}"
+
+
+def sink_of(stream: TextIO) -> str:
+    """``journal`` if systemd connected ``stream`` to the journal (``JOURNAL_STREAM`` holds
+    its device and inode), else ``terminal`` for a tty, else ``file``."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return "file"
+    journal = os.environ.get("JOURNAL_STREAM", "")
+    if journal:
+        try:
+            st = os.fstat(fd)
+            if journal == f"{st.st_dev}:{st.st_ino}":
+                return "journal"
+        except OSError:
+            pass
+    try:
+        return "terminal" if os.isatty(fd) else "file"
+    except OSError:
+        return "file"
+
+
+def setup_logging(level: str | int = "INFO", stream: TextIO | None = None) -> logging.Handler:
+    """Log to ``stream`` (default stderr) with secrets redacted; return the handler."""
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(LineFormatter(sink_of(stream)))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     for old in list(root.handlers):

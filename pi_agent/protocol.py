@@ -1,15 +1,17 @@
 """The Gemini Live wire protocol as a pure codec: no sockets, no threads.
 
 Client messages are built as plain dicts with the documented camelCase names
-(``shared/live-protocol.md`` §3) and encoded to compact JSON text frames. The
-hot-path messages (audio, video) are written as strings directly: base64 never
-needs JSON escaping, and skipping ``json.dumps`` halves their cost.
+(the ``BidiGenerateContent`` messages of the Gemini Live API reference) and encoded
+to compact JSON text frames. The hot-path messages (audio, video) are written as
+strings directly: base64 never needs JSON escaping, and skipping ``json.dumps``
+halves their cost.
 
 Server messages arrive as binary (or text) frames of UTF-8 JSON. ``parse``
 turns one message into a list of typed events, handling *every* field present
 (audio parts, a transcription and ``turnComplete`` may share one message) in
 the order a player needs them. camelCase and snake_case are both accepted;
-unknown fields and empty messages are ignored with a debug log.
+unknown fields and empty messages are ignored with a debug log. The parser is
+total: whatever the server sends, the result is events or a ProtocolError.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ import base64
 import binascii
 import json
 import logging
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import accumulate
+from typing import Any, NoReturn
 
 from .errors import ProtocolError
+from .logs import escape
 
 log = logging.getLogger(__name__)
 
@@ -189,11 +194,36 @@ def encode(message: Mapping[str, Any] | str) -> str:
 
 
 # --------------------------------------------------------------------------- server -> client
+#
+# The server is not trusted: a broken or hostile peer must not be able to kill the reader
+# thread, store a handle that breaks every reconnect, or plant a value that crashes a later
+# encode. ``parse`` is therefore total (events or ProtocolError, nothing else) and every
+# value an event carries is checked: type, range, length, valid Unicode.
+
+MAX_FRAME = 16 * 1024 * 1024
+"""Largest server frame parsed (bytes or characters); a 40 ms audio chunk is ~2.7 kB."""
+MAX_DEPTH = 64
+"""Deepest JSON nesting accepted, checked before the decoder can recurse."""
+MAX_TEXT = 128 * 1024
+"""Longest text field (transcript chunk, model text, argument string), in characters."""
+MAX_ID = 256
+"""Longest function-call id or name, session id or status word."""
+MAX_HANDLE = 4096
+"""Longest resumption handle stored (and resent on every reconnect)."""
+MAX_TOKENS = 2**53
+"""Token counts are below this (exact in a double, so safe in any JSON consumer)."""
+MAX_ARG_DEPTH = 32
+MAX_ARG_VALUES = 10_000
+MAX_ARG_INT = 2**53
+"""Function-call args arrive as a protobuf Struct (doubles): larger integers are not real."""
+MAX_TIME_LEFT_S = 86_400.0
+AUDIO_RATES = (4_000, 192_000)
+INTERACTION_STATUSES = frozenset({"IN_PROGRESS", "IDLE"})
 
 
 @dataclass(frozen=True)
 class SetupComplete:
-    pass
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -243,6 +273,13 @@ class WaitingForInput:
 
 
 @dataclass(frozen=True)
+class InteractionStatus:
+    """The server's view of the exchange: ``"IN_PROGRESS"`` or ``"IDLE"``."""
+
+    status: str
+
+
+@dataclass(frozen=True)
 class FunctionCall:
     id: str
     name: str
@@ -275,6 +312,8 @@ class Usage:
     prompt_tokens: int = 0
     response_tokens: int = 0
     total_tokens: int = 0
+    thoughts_tokens: int = 0
+    tool_use_prompt_tokens: int = 0
 
 
 ServerEvent = (
@@ -287,12 +326,213 @@ ServerEvent = (
     | GenerationComplete
     | TurnComplete
     | WaitingForInput
+    | InteractionStatus
     | ToolCall
     | ToolCallCancellation
     | GoAway
     | SessionResumptionUpdate
     | Usage
 )
+
+_HANDLE = re.compile(r"[A-Za-z0-9._~+/=:-]+")
+_SESSION_ID = re.compile(r"[!-~]+")  # printable ASCII, no spaces
+_DURATION = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?s")  # proto3 JSON Duration, >= 0
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# A JSON string as the decoder sees it (an escape consumes the next character).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def valid_handle(value: object) -> bool:
+    """True for a resumption handle that is safe to store, log and resend on every connect.
+
+    A plain string of 1 to 4096 characters from ``[A-Za-z0-9._~+/=:-]``: what the server
+    issues. Anything else (a number, a lone surrogate, megabytes) would be resent forever
+    and break every reconnect, so it is never stored.
+    """
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_HANDLE
+        and _HANDLE.fullmatch(value) is not None
+    )
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}" if len(repr(value)) <= 24 else "a number out of range"
+    return {str: "a string", list: "an array", dict: "an object"}.get(type(value), "a value")
+
+
+def _fail(path: str, expected: str, value: object) -> NoReturn:
+    raise ProtocolError(f"server message field {path} must be {expected}, not {_kind(value)}")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ProtocolError(f"{name} is not a JSON value")
+
+
+def _parse_int(digits: str) -> int | float:
+    # int() is quadratic in the digits (and capped at 4300 by default): long literals become
+    # floats (inf beyond 1e308), in linear time, and every range check below refuses them.
+    return int(digits) if len(digits) <= 40 else float(digits)
+
+
+_DECODER = json.JSONDecoder(parse_int=_parse_int, parse_constant=_reject_constant)
+
+
+def _check_depth(text: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH before the (recursive) decoder sees it.
+
+    Fast path: fewer brackets than the limit cannot nest deeper (every audio frame). Else
+    strip the strings, then the deepest prefix of opening minus closing brackets bounds the
+    decoder's recursion on everything it reads before an error.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).encode("ascii")
+    steps = memoryview(brackets.translate(_BRACKET_STEP)).cast("b")
+    if max(accumulate(steps), default=0) > MAX_DEPTH:
+        raise ProtocolError(f"server message nested deeper than {MAX_DEPTH} levels")
+
+
+def _load(data: bytes | str) -> dict[str, Any]:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        if len(data) > MAX_FRAME:
+            raise ProtocolError(f"server message of {len(data)} bytes (at most {MAX_FRAME})")
+        try:
+            text = bytes(data).decode("utf-8")  # strict: no encoded surrogates
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"server sent invalid UTF-8: {exc.reason} at {exc.start}") from None
+    elif isinstance(data, str):
+        if len(data) > MAX_FRAME:
+            raise ProtocolError(f"server message of {len(data)} characters (at most {MAX_FRAME})")
+        text = data
+    else:
+        raise ProtocolError(f"a server message is bytes or str, not {type(data).__name__}")
+    _check_depth(text)
+    try:
+        message = _DECODER.decode(text)
+    except RecursionError:  # not reachable past _check_depth; kept as a last guard
+        raise ProtocolError("server message nested too deeply") from None
+    except ValueError as exc:
+        raise ProtocolError(f"server sent invalid JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(f"server sent {_kind(message)}, not an object")
+    return message
+
+
+def _unicode(text: str) -> str:
+    """Valid Unicode: lone surrogates (legal as JSON escapes) become U+FFFD, so no later
+    encode (log line, status JSON, MQTT) can fail on them."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def _text(value: object, path: str, limit: int = MAX_TEXT) -> str:
+    if type(value) is not str:
+        _fail(path, "a string", value)
+    if len(value) > limit:
+        raise ProtocolError(f"server message field {path} is longer than {limit} characters")
+    return _unicode(value)
+
+
+def _object(value: object, path: str) -> dict[str, Any] | None:
+    """A nested message: an object, or null/absent (None)."""
+    if value is None or type(value) is dict:
+        return value
+    _fail(path, "an object", value)
+
+
+def _list(value: object, path: str) -> list[Any]:
+    if value is None:
+        return []
+    if type(value) is not list:
+        _fail(path, "an array", value)
+    return value
+
+
+def _flag(obj: Mapping[str, Any], name: str, path: str) -> bool:
+    value = _get(obj, name)
+    if value is None:
+        return False
+    if value is True or value is False:
+        return value
+    _fail(f"{path}.{name}", "true or false", value)
+
+
+def _count(obj: Mapping[str, Any], name: str) -> int:
+    """A token count: an int64 (a number, or a string of digits as proto3 JSON allows)
+    from 0 to 2**53."""
+    value = _get(obj, name)
+    if value is None:
+        return 0
+    number = value
+    digits = type(value) is str and len(value) <= 20 and value.isascii() and value.isdigit()
+    if digits or (type(value) is float and value.is_integer()):
+        number = int(value)
+    if type(number) is int and 0 <= number < MAX_TOKENS:
+        return number
+    _fail(f"usageMetadata.{name}", "a token count from 0 to 2**53", value)
+
+
+def _time_left(value: object) -> float | None:
+    if value is None:
+        return None
+    seconds: float | None = None
+    if type(value) is str and len(value) <= 24 and _DURATION.fullmatch(value):
+        seconds = float(value[:-1])
+    elif type(value) in (int, float):
+        seconds = float(value)
+    if seconds is None or not 0.0 <= seconds <= MAX_TIME_LEFT_S:  # also refuses NaN
+        _fail("goAway.timeLeft", f"a duration from 0 to {MAX_TIME_LEFT_S:.0f}s", value)
+    return seconds
+
+
+def _args(value: object, path: str) -> dict[str, Any]:
+    """A function call's arguments, copied with every value checked.
+
+    They reach tools, logs and status JSON: bounded depth and size, finite numbers,
+    integers a double can hold, valid Unicode (keys too).
+    """
+    if type(value) is not dict:
+        _fail(path, "an object", value)
+    budget = [MAX_ARG_VALUES]
+
+    def clean(item: Any, depth: int) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ProtocolError(f"server message field {path} holds over {MAX_ARG_VALUES} values")
+        kind = type(item)
+        if kind is str:
+            return _text(item, path)
+        if kind is int:
+            if -MAX_ARG_INT <= item <= MAX_ARG_INT:
+                return item
+        elif kind is float:
+            if math.isfinite(item):
+                return item
+        elif item is None or kind is bool:
+            return item
+        elif depth >= MAX_ARG_DEPTH:
+            raise ProtocolError(f"server message field {path} nests deeper than {MAX_ARG_DEPTH}")
+        elif kind is dict:
+            return {_text(k, path): clean(v, depth + 1) for k, v in item.items()}
+        elif kind is list:
+            return [clean(v, depth + 1) for v in item]
+        _fail(path, "JSON with finite numbers within 2**53", item)
+
+    return clean(value, 0)
+
 
 _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
 _snake_cache: dict[str, str] = {}
@@ -322,24 +562,6 @@ _KNOWN_TOP = {
 }
 
 
-def _duration_s(value: Any) -> float | None:
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str) and value.endswith("s"):
-        try:
-            return float(value[:-1])
-        except ValueError:
-            return None
-    return None
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
 def _decode_b64(data: str) -> bytes:
     try:
         if "-" in data or "_" in data:
@@ -349,91 +571,185 @@ def _decode_b64(data: str) -> bytes:
         raise ProtocolError(f"invalid base64 in inlineData: {exc}") from None
 
 
-def _server_content(content: Mapping[str, Any], events: list) -> None:
-    t = _get(content, "inputTranscription")
-    if isinstance(t, Mapping) and t.get("text"):
-        events.append(InputTranscription(str(t["text"]), bool(t.get("finished", False))))
-    turn = _get(content, "modelTurn")
-    if isinstance(turn, Mapping):
-        for part in turn.get("parts") or ():
-            if not isinstance(part, Mapping):
+def _audio_rate(mime: str) -> int:
+    if "rate=" not in mime:
+        return OUTPUT_RATE
+    digits = mime.rsplit("rate=", 1)[1].split(";")[0].strip()
+    if digits.isascii() and digits.isdigit() and len(digits) <= 6:
+        rate = int(digits)
+        if AUDIO_RATES[0] <= rate <= AUDIO_RATES[1]:
+            return rate
+    raise ProtocolError(
+        f"server sent audio at an unusable rate (inlineData.mimeType {escape(mime, 64)})"
+    )
+
+
+def _transcription(content: Mapping[str, Any], name: str) -> tuple[str, bool] | None:
+    where = f"serverContent.{name}"
+    t = _object(_get(content, name), where)
+    if t is None:
+        return None
+    text = t.get("text")
+    if text is None or text == "":
+        return None
+    return _text(text, f"{where}.text"), _flag(t, "finished", where)
+
+
+def _model_turn(turn: Mapping[str, Any], events: list[ServerEvent]) -> None:
+    for i, part in enumerate(_list(turn.get("parts"), "serverContent.modelTurn.parts")):
+        where = f"serverContent.modelTurn.parts[{i}]"
+        if type(part) is not dict:
+            _fail(where, "an object", part)
+        inline = _object(_get(part, "inlineData"), f"{where}.inlineData")
+        if inline is not None:
+            mime = _get(inline, "mimeType")
+            mime = "" if mime is None else _text(mime, f"{where}.inlineData.mimeType", MAX_ID)
+            data = inline.get("data")
+            if data is None or data == "":
                 continue
-            inline = _get(part, "inlineData")
-            if isinstance(inline, Mapping) and inline.get("data"):
-                mime = str(_get(inline, "mimeType") or "")
-                if mime.startswith("audio/"):
-                    rate = OUTPUT_RATE
-                    if "rate=" in mime:
-                        rate = _int(mime.rsplit("rate=", 1)[1].split(";")[0]) or OUTPUT_RATE
-                    events.append(AudioChunk(_decode_b64(inline["data"]), rate))
-                else:
-                    log.debug("ignoring inlineData of type %r", mime)
-            elif "text" in part:
-                events.append(ModelText(str(part["text"]), bool(part.get("thought", False))))
-    t = _get(content, "outputTranscription")
-    if isinstance(t, Mapping) and t.get("text"):
-        events.append(OutputTranscription(str(t["text"]), bool(t.get("finished", False))))
-    if _get(content, "interrupted"):
+            if type(data) is not str:
+                _fail(f"{where}.inlineData.data", "a base64 string", data)
+            if mime.startswith("audio/"):
+                events.append(AudioChunk(_decode_b64(data), _audio_rate(mime)))
+            else:
+                log.debug("ignoring inlineData of type %s", escape(mime, 64))
+            continue
+        text = part.get("text")
+        if text is not None:
+            events.append(ModelText(_text(text, f"{where}.text"), _flag(part, "thought", where)))
+
+
+def _server_content(content: Mapping[str, Any], events: list[ServerEvent]) -> None:
+    heard = _transcription(content, "inputTranscription")
+    if heard is not None:
+        events.append(InputTranscription(*heard))
+    turn = _object(_get(content, "modelTurn"), "serverContent.modelTurn")
+    if turn is not None:
+        _model_turn(turn, events)
+    said = _transcription(content, "outputTranscription")
+    if said is not None:
+        events.append(OutputTranscription(*said))
+    where = "serverContent"
+    if _flag(content, "interrupted", where):
         events.append(Interrupted())
-    if _get(content, "generationComplete"):
+    if _flag(content, "generationComplete", where):
         events.append(GenerationComplete())
-    if _get(content, "waitingForInput"):
+    if _flag(content, "waitingForInput", where):
         events.append(WaitingForInput())
-    if _get(content, "turnComplete"):
-        events.append(TurnComplete(_get(content, "turnCompleteReason")))
+    if _flag(content, "turnComplete", where):
+        reason = _get(content, "turnCompleteReason")
+        if reason is not None:
+            reason = _text(reason, "serverContent.turnCompleteReason", MAX_ID)
+        events.append(TurnComplete(reason))
+    status = _get(content, "interactionStatus")
+    if status is not None:
+        status = _text(status, "serverContent.interactionStatus", MAX_ID)
+        if status in INTERACTION_STATUSES:
+            events.append(InteractionStatus(status))
+        else:
+            log.debug("ignoring unknown interactionStatus %s", escape(status, 64))
+
+
+def _setup_complete(setup: Mapping[str, Any]) -> SetupComplete:
+    session_id = _get(setup, "sessionId")
+    if session_id is None or session_id == "":
+        return SetupComplete()
+    if type(session_id) is not str:
+        _fail("setupComplete.sessionId", "a string", session_id)
+    if len(session_id) > MAX_ID or not _SESSION_ID.fullmatch(session_id):
+        log.debug("ignoring a session id that is not printable ASCII of <= %d chars", MAX_ID)
+        return SetupComplete()
+    return SetupComplete(session_id)
+
+
+def _tool_call(call: Mapping[str, Any]) -> ToolCall | None:
+    calls = []
+    for i, fc in enumerate(_list(_get(call, "functionCalls"), "toolCall.functionCalls")):
+        where = f"toolCall.functionCalls[{i}]"
+        if type(fc) is not dict:
+            _fail(where, "an object", fc)
+        name = _text(fc.get("name"), f"{where}.name", MAX_ID)
+        if not name:
+            raise ProtocolError(f"server message field {where}.name is empty")
+        call_id = fc.get("id")
+        call_id = "" if call_id is None else _text(call_id, f"{where}.id", MAX_ID)
+        args = fc.get("args")
+        calls.append(FunctionCall(call_id, name, {} if args is None else _args(args, where)))
+    return ToolCall(tuple(calls)) if calls else None
+
+
+def _resumption(update: Mapping[str, Any]) -> SessionResumptionUpdate:
+    handle = _get(update, "newHandle")
+    if handle == "":
+        handle = None
+    if handle is not None and not valid_handle(handle):
+        if type(handle) is not str:
+            _fail("sessionResumptionUpdate.newHandle", "a string", handle)
+        raise ProtocolError(
+            "server sent an unusable resumption handle (it must be 1 to "
+            f"{MAX_HANDLE} characters of A-Z a-z 0-9 . _ ~ + / = : -)"
+        )
+    return SessionResumptionUpdate(handle, _flag(update, "resumable", "sessionResumptionUpdate"))
 
 
 def parse(data: bytes | str) -> list[ServerEvent]:
-    """Parse one server frame into events; raise ProtocolError only for broken JSON."""
+    """Parse one server frame into events, in the order a player needs them.
+
+    Total: any input yields a list of events or raises ProtocolError, nothing else (the
+    caller counts and skips the message). Unknown fields are ignored; known ones of the
+    wrong type or out of range make the whole message malformed.
+    """
     try:
-        message = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"server sent invalid JSON: {exc}") from None
-    if not isinstance(message, dict):
-        raise ProtocolError(f"server sent a JSON {type(message).__name__}, not an object")
+        return _parse(_load(data))
+    except ProtocolError:
+        raise
+    except Exception as exc:  # a bug here must still not kill the reader thread
+        log.error("bug: protocol.parse failed on a server message", exc_info=True)
+        raise ProtocolError(f"internal parser error ({type(exc).__name__})") from None
+
+
+def _parse(message: dict[str, Any]) -> list[ServerEvent]:
     events: list[ServerEvent] = []
     if not message:
         log.debug("ignoring empty server message")
         return events
-    if _get(message, "setupComplete") is not None:
-        events.append(SetupComplete())
-    content = _get(message, "serverContent")
-    if isinstance(content, Mapping):
+    setup = _object(_get(message, "setupComplete"), "setupComplete")
+    if setup is not None:
+        events.append(_setup_complete(setup))
+    content = _object(_get(message, "serverContent"), "serverContent")
+    if content is not None:
         _server_content(content, events)
-    call = _get(message, "toolCall")
-    if isinstance(call, Mapping):
-        calls = []
-        for fc in _get(call, "functionCalls") or ():
-            if isinstance(fc, Mapping) and fc.get("name"):
-                args = fc.get("args")
-                calls.append(
-                    FunctionCall(str(fc.get("id") or ""), str(fc["name"]), dict(args or {}))
-                )
-        if calls:
-            events.append(ToolCall(tuple(calls)))
-    cancel = _get(message, "toolCallCancellation")
-    if isinstance(cancel, Mapping):
-        events.append(ToolCallCancellation(tuple(str(i) for i in cancel.get("ids") or ())))
-    away = _get(message, "goAway")
-    if isinstance(away, Mapping):
-        events.append(GoAway(_duration_s(_get(away, "timeLeft"))))
-    update = _get(message, "sessionResumptionUpdate")
-    if isinstance(update, Mapping):
-        handle = _get(update, "newHandle")
-        events.append(SessionResumptionUpdate(handle or None, bool(update.get("resumable"))))
-    usage = _get(message, "usageMetadata")
-    if isinstance(usage, Mapping):
+    call = _object(_get(message, "toolCall"), "toolCall")
+    if call is not None:
+        tool_call = _tool_call(call)
+        if tool_call is not None:
+            events.append(tool_call)
+    cancel = _object(_get(message, "toolCallCancellation"), "toolCallCancellation")
+    if cancel is not None:
+        ids = _list(cancel.get("ids"), "toolCallCancellation.ids")
+        where = "toolCallCancellation.ids[]"
+        events.append(ToolCallCancellation(tuple(_text(i, where, MAX_ID) for i in ids)))
+    away = _object(_get(message, "goAway"), "goAway")
+    if away is not None:
+        events.append(GoAway(_time_left(_get(away, "timeLeft"))))
+    update = _object(_get(message, "sessionResumptionUpdate"), "sessionResumptionUpdate")
+    if update is not None:
+        events.append(_resumption(update))
+    usage = _object(_get(message, "usageMetadata"), "usageMetadata")
+    if usage is not None:
         events.append(
             Usage(
-                _int(_get(usage, "promptTokenCount")),
-                _int(_get(usage, "responseTokenCount")),
-                _int(_get(usage, "totalTokenCount")),
+                _count(usage, "promptTokenCount"),
+                _count(usage, "responseTokenCount"),
+                _count(usage, "totalTokenCount"),
+                _count(usage, "thoughtsTokenCount"),
+                _count(usage, "toolUsePromptTokenCount"),
             )
         )
     if log.isEnabledFor(logging.DEBUG):
         unknown = [k for k in message if k not in _KNOWN_TOP and _camel(k) not in _KNOWN_TOP]
         if unknown:
-            log.debug("ignoring unknown server fields %s", unknown)
+            log.debug("ignoring unknown server fields %s", escape(", ".join(unknown[:10]), 200))
     return events
 
 

@@ -283,7 +283,7 @@ def test_protocol_parse_ignores_unknown_and_empty(caplog):
                         "modelTurn": {
                             "parts": [
                                 {"inlineData": {"mimeType": "image/png", "data": "AAAA"}},
-                                "junk",
+                                {"executableCode": {"code": "x"}},
                             ]
                         }
                     }
@@ -292,6 +292,7 @@ def test_protocol_parse_ignores_unknown_and_empty(caplog):
         )
         == []
     )
+    assert "image/png" in caplog.text
 
 
 def test_protocol_parse_rejects_broken_json():
