@@ -246,7 +246,8 @@ class _Link:
 
     def _write(self, d: _Direction, dst_events: int) -> None:
         """Send the due head of the queue; forward the FIN once it is empty."""
-        if d.queue and d.queue[0][0] <= time.monotonic() and dst_events & select.POLLOUT:
+        # On an error or hang-up, send anyway: it raises, and the caller passes the reset on.
+        if d.queue and d.queue[0][0] <= time.monotonic() and dst_events & (select.POLLOUT | _HUP):
             due, data = d.queue[0]
             try:
                 sent = d.dst.send(data)
