@@ -293,7 +293,7 @@ UNKNOWN_PARAM = {
     ],
 )
 def test_fake_live_setup_errors(server, setup, code, reason):
-    """Google's reasons, cut to the 123 bytes a close frame can carry (live-protocol.md §7)."""
+    """Google's reasons, cut to the 123 bytes a close frame can carry (RFC 6455 section 5.5)."""
     assert setup_close(server, setup) == (code, reason.encode()[:123].decode())
 
 
