@@ -1,9 +1,10 @@
 """The Pi's eyes: the worker that feeds camera frames to the session.
 
-Two seams (``shared/STYLE-BY-EXAMPLE.md`` §10.3):
+Two seams:
 
 - A :class:`CameraBackend` makes one JPEG on request: :class:`Picamera2Camera`
-  on a Pi, :class:`SyntheticCamera` everywhere else. They live in
+  on a Pi, :class:`SyntheticCamera` everywhere else. They (and the settings
+  helpers :func:`camera_enabled`, :func:`media_resolution_enum`) live in
   :mod:`pi_agent.camera_backends` and are re-exported here.
 - :class:`FrameSampler` decides *when* to take a picture: at ``camera.fps``
   while the talk button is held (``while_talking``), or when the model calls
@@ -33,7 +34,9 @@ from .camera_backends import (
     Picamera2Camera,
     SyntheticCamera,
     _import_simplejpeg,
+    camera_enabled,
     encode_frame,
+    media_resolution_enum,
     open_camera,
     output_size,
 )
@@ -86,29 +89,6 @@ LOOK_DECLARATION: dict[str, Any] = {
     ),
     # No "parameters": Gemini rejects an OBJECT schema with empty properties.
 }
-
-_MEDIA_RESOLUTIONS = {
-    "low": "MEDIA_RESOLUTION_LOW",
-    "medium": "MEDIA_RESOLUTION_MEDIUM",
-    "high": "MEDIA_RESOLUTION_HIGH",
-}
-
-
-def camera_enabled(settings: CameraSettings) -> bool:
-    """True when frames may be sent (the session then wants context compression)."""
-    return settings.backend != "none" and settings.mode != "off"
-
-
-def media_resolution_enum(settings: CameraSettings) -> str | None:
-    """``generationConfig.mediaResolution`` for these settings, or None to omit it.
-
-    None when the camera is off (the field would only cost setup bytes) or when
-    ``camera.media_resolution`` is null (the model's default).
-    """
-    if not camera_enabled(settings) or settings.media_resolution is None:
-        return None
-    return _MEDIA_RESOLUTIONS[settings.media_resolution]
-
 
 # --------------------------------------------------------------------------- sampler
 

@@ -1,9 +1,11 @@
 """Camera backends: make one JPEG on request, and nothing else.
 
-Split from :mod:`pi_agent.camera` along its seam (``shared/STYLE-BY-EXAMPLE.md``
-§10.3): this module knows *how* to take a picture, :class:`~pi_agent.camera.FrameSampler`
-decides *when*, and the sampler is the only caller (always from a helper
-thread, with a timeout).
+Split from :mod:`pi_agent.camera` along its seam: this module knows *how* to
+take a picture, :class:`~pi_agent.camera.FrameSampler` decides *when*, and the
+sampler is the only caller (always from a helper thread, with a timeout). The
+settings helpers both need (:func:`camera_enabled`, :func:`media_resolution_enum`)
+live here too, so this module never imports :mod:`pi_agent.camera`: the import
+goes one way only.
 
 - :class:`Picamera2Camera` on a Pi: picamera2 is imported lazily, so importing
   pi-agent never needs libcamera.
@@ -38,7 +40,9 @@ __all__ = [
     "CameraBackend",
     "Picamera2Camera",
     "SyntheticCamera",
+    "camera_enabled",
     "encode_frame",
+    "media_resolution_enum",
     "open_camera",
     "output_size",
 ]
@@ -55,6 +59,31 @@ MISSING_SIMPLEJPEG = (
     "`pip install simplejpeg` (or `sudo apt install python3-simplejpeg` for a "
     "--system-site-packages venv), or set camera.backend: none"
 )
+
+
+# --------------------------------------------------------------------------- settings
+
+_MEDIA_RESOLUTIONS = {
+    "low": "MEDIA_RESOLUTION_LOW",
+    "medium": "MEDIA_RESOLUTION_MEDIUM",
+    "high": "MEDIA_RESOLUTION_HIGH",
+}
+
+
+def camera_enabled(settings: CameraSettings) -> bool:
+    """True when frames may be sent (the session then wants context compression)."""
+    return settings.backend != "none" and settings.mode != "off"
+
+
+def media_resolution_enum(settings: CameraSettings) -> str | None:
+    """``generationConfig.mediaResolution`` for these settings, or None to omit it.
+
+    None when the camera is off (the field would only cost setup bytes) or when
+    ``camera.media_resolution`` is null (the model's default).
+    """
+    if not camera_enabled(settings) or settings.media_resolution is None:
+        return None
+    return _MEDIA_RESOLUTIONS[settings.media_resolution]
 
 
 # --------------------------------------------------------------------------- encoding
@@ -387,8 +416,6 @@ def open_camera(settings: CameraSettings) -> CameraBackend | None:
     The hardware is opened later by :meth:`~pi_agent.camera.FrameSampler.start`, where a broken
     camera only disables itself.
     """
-    from .camera import camera_enabled  # camera.py imports this module at load time
-
     if not camera_enabled(settings):
         return None
     if settings.backend == "synthetic":

@@ -1,8 +1,8 @@
 """Camera backends and the FrameSampler, on the synthetic camera and a fake Picamera2.
 
 The only fake standing in for a real library is ``FakePicamera2``: libcamera
-cannot exist off a Pi (shared/testing-without-hardware.md §3). Everything else
-encodes and decodes real JPEGs with simplejpeg.
+cannot exist off a Pi. Everything else encodes and decodes real JPEGs with
+simplejpeg.
 """
 
 from __future__ import annotations
