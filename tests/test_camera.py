@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import subprocess
 import sys
 import threading
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +34,7 @@ from pi_agent.config import CameraSettings
 from pi_agent.errors import CameraError, ClosedError
 
 TIMEOUT = 5.0
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def settings(**changes) -> CameraSettings:
@@ -276,6 +279,55 @@ def test_camera_setup_helpers():
     assert media_resolution_enum(settings(media_resolution=None)) is None
     assert media_resolution_enum(settings(backend="none")) is None
     assert camera_enabled(settings()) and not camera_enabled(settings(mode="off"))
+
+
+def _fresh_python(code: str) -> str:
+    """Run ``code`` in a new interpreter (this one has numpy loaded already); its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+LOADED = "print(sorted(m for m in ('numpy', 'simplejpeg', 'pi_agent.camera') if m in sys.modules))"
+
+
+def test_camera_import_loads_no_encoder_until_a_backend_is_built():
+    out = _fresh_python(
+        "import sys\n"
+        "from pi_agent.camera import FrameSampler, camera_enabled, open_camera\n"
+        "from pi_agent.config import CameraSettings\n"
+        f"{LOADED}\n"
+        "assert open_camera(CameraSettings(backend='none')) is None\n"
+        f"{LOADED}\n"
+        "open_camera(CameraSettings(backend='synthetic'))\n"
+        f"{LOADED}\n"
+    )
+    assert out.splitlines() == [
+        "['pi_agent.camera']",
+        "['pi_agent.camera']",  # no camera configured: no encoder either
+        "['numpy', 'pi_agent.camera', 'simplejpeg']",
+    ]
+
+
+def test_camera_backends_never_import_the_sampler():
+    out = _fresh_python(
+        "import sys\n"
+        "from pi_agent.camera_backends import camera_enabled, media_resolution_enum, open_camera\n"
+        "from pi_agent.config import CameraSettings\n"
+        "s = CameraSettings(backend='synthetic', media_resolution='low')\n"
+        "assert camera_enabled(s) and media_resolution_enum(s) == 'MEDIA_RESOLUTION_LOW'\n"
+        "with open_camera(s) as cam:\n"
+        "    assert cam.capture_jpeg(1.0).startswith(b'\\xff\\xd8')\n"
+        f"{LOADED}\n"
+    )
+    assert out.splitlines() == ["['numpy', 'simplejpeg']"]
 
 
 def test_camera_look_declaration_is_a_plain_function_declaration():
