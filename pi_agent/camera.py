@@ -168,8 +168,8 @@ class _CameraIO:
                     raise _Aborted()
                 remaining = deadline - self._clock()
                 if remaining <= 0:
-                    if not future.cancel() and not future.done():
-                        self.stuck = True
+                    if future.cancel() or not future.done():
+                        self.stuck = True  # still queued behind a hung call, or hung itself
                     raise _TimedOut()
                 self._wait(woken, remaining)
                 woken.clear()  # the loop re-checks done, abort and time; no wake is lost
@@ -361,8 +361,8 @@ class FrameSampler(Worker):
         """The talk button came up: once this returns, no frame of that press is sent."""
         with self._lock:  # held by _deliver around on_frame, so none slips out after
             was_talking, self._talking = self._talking, False
-        self._changed.set()
-        if was_talking:
+        if was_talking:  # a release without a press (on_demand, disabled) wakes nobody
+            self._changed.set()
             self._set_state("idle")
 
     def _run(self) -> None:
