@@ -1,9 +1,10 @@
 """The Pi's eyes: the worker that feeds camera frames to the session.
 
-Two seams (``shared/STYLE-BY-EXAMPLE.md`` §10.3):
+Two seams:
 
 - A :class:`CameraBackend` makes one JPEG on request: :class:`Picamera2Camera`
-  on a Pi, :class:`SyntheticCamera` everywhere else. They live in
+  on a Pi, :class:`SyntheticCamera` everywhere else. They (and the settings
+  helpers :func:`camera_enabled`, :func:`media_resolution_enum`) live in
   :mod:`pi_agent.camera_backends` and are re-exported here.
 - :class:`FrameSampler` decides *when* to take a picture: at ``camera.fps``
   while the talk button is held (``while_talking``), or when the model calls
@@ -13,6 +14,12 @@ Capture and encode never run on an audio or socket thread. Every blocking
 camera call runs on a helper thread (``pi-agent-camera-io``) and the caller
 waits for it with a timeout, so a wedged camera (picamera2 #711) costs one log
 line and the camera, never the conversation.
+
+Idle means asleep: no thread here wakes on a tick. The camera thread blocks
+until the button goes down or the sampler stops, sleeps exactly until the next
+frame is due while it is held, and a caller waiting for the helper wakes only
+when the call ends, its deadline passes or the sampler stops. Time comes from
+one seam, ``clock`` and ``wait``, so the tests can drive it.
 """
 
 from __future__ import annotations
@@ -33,13 +40,21 @@ from .camera_backends import (
     Picamera2Camera,
     SyntheticCamera,
     _import_simplejpeg,
+    camera_enabled,
     encode_frame,
+    media_resolution_enum,
     open_camera,
     output_size,
 )
 from .config import CameraSettings
 from .errors import CameraError
 from .threads import Worker, call_logged
+
+Clock = Callable[[], float]
+"""Seconds from an arbitrary start that never go back (``time.monotonic``)."""
+Wait = Callable[[threading.Event, float | None], bool]
+"""Block until ``event`` is set or ``timeout`` seconds of ``Clock`` pass (None: no limit);
+True if it was set. ``threading.Event.wait`` for real time."""
 
 __all__ = [
     "CLOSE_TIMEOUT_S",
@@ -51,9 +66,11 @@ __all__ = [
     "MISSING_SIMPLEJPEG",
     "OPEN_TIMEOUT_S",
     "CameraBackend",
+    "Clock",
     "FrameSampler",
     "Picamera2Camera",
     "SyntheticCamera",
+    "Wait",
     "camera_enabled",
     "encode_frame",
     "media_resolution_enum",
@@ -75,7 +92,6 @@ GUARD_S = 0.25
 The backend gets ``capture_timeout_s`` itself (picamera2's numeric ``wait``),
 so a camera that honours it fails cleanly first and the helper stays usable.
 """
-_IDLE_WAIT_S = 0.5
 
 LOOK_DECLARATION: dict[str, Any] = {
     "name": "look",
@@ -86,29 +102,6 @@ LOOK_DECLARATION: dict[str, Any] = {
     ),
     # No "parameters": Gemini rejects an OBJECT schema with empty properties.
 }
-
-_MEDIA_RESOLUTIONS = {
-    "low": "MEDIA_RESOLUTION_LOW",
-    "medium": "MEDIA_RESOLUTION_MEDIUM",
-    "high": "MEDIA_RESOLUTION_HIGH",
-}
-
-
-def camera_enabled(settings: CameraSettings) -> bool:
-    """True when frames may be sent (the session then wants context compression)."""
-    return settings.backend != "none" and settings.mode != "off"
-
-
-def media_resolution_enum(settings: CameraSettings) -> str | None:
-    """``generationConfig.mediaResolution`` for these settings, or None to omit it.
-
-    None when the camera is off (the field would only cost setup bytes) or when
-    ``camera.media_resolution`` is null (the model's default).
-    """
-    if not camera_enabled(settings) or settings.media_resolution is None:
-        return None
-    return _MEDIA_RESOLUTIONS[settings.media_resolution]
-
 
 # --------------------------------------------------------------------------- sampler
 
@@ -127,12 +120,18 @@ class _CameraIO:
     A call that overruns is abandoned: its thread stays stuck (a daemon) and
     ``stuck`` becomes True. concurrent.futures' pool is not used because its
     workers are joined at interpreter exit, which a hung camera would block.
+    A waiting caller sleeps on an Event that the call's end or :meth:`interrupt`
+    sets, so an abort is noticed at once without polling.
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, clock: Clock, wait: Wait):
         self.stuck = False
+        self._clock = clock
+        self._wait = wait
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], futures.Future] | None]
         self._jobs = queue.SimpleQueue()
+        self._waiting_lock = threading.Lock()
+        self._waiting: set[threading.Event] = set()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -150,23 +149,40 @@ class _CameraIO:
                 future.set_exception(exc)
 
     def call(self, fn: Callable[[], Any], timeout: float, abort: threading.Event | None = None):
-        """Run ``fn`` on the helper; raise _TimedOut or _Aborted instead of waiting on."""
+        """Run ``fn`` on the helper; raise _TimedOut or _Aborted instead of waiting on.
+
+        ``abort`` is checked whenever the caller wakes; set it, then call
+        :meth:`interrupt`, to make the caller give up at once.
+        """
         future: futures.Future = futures.Future()
-        self._jobs.put((fn, future))
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if abort is not None and abort.is_set():
-                future.cancel()  # if still queued; a running call finishes on its own
-                raise _Aborted()
-            if remaining <= 0:
-                if not future.cancel() and not future.done():
-                    self.stuck = True
-                raise _TimedOut()
-            slice_ = remaining if abort is None else min(remaining, 0.1)
-            futures.wait([future], timeout=slice_)
-            if future.done():
-                return future.result()
+        woken = threading.Event()
+        future.add_done_callback(lambda _: woken.set())
+        with self._waiting_lock:
+            self._waiting.add(woken)
+        try:
+            self._jobs.put((fn, future))
+            deadline = self._clock() + timeout
+            while not future.done():
+                if abort is not None and abort.is_set():
+                    future.cancel()  # if still queued; a running call finishes on its own
+                    raise _Aborted()
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    if future.cancel() or not future.done():
+                        self.stuck = True  # still queued behind a hung call, or hung itself
+                    raise _TimedOut()
+                self._wait(woken, remaining)
+                woken.clear()  # the loop re-checks done, abort and time; no wake is lost
+        finally:
+            with self._waiting_lock:
+                self._waiting.discard(woken)
+        return future.result()
+
+    def interrupt(self) -> None:
+        """Wake every caller waiting in :meth:`call`, so each re-checks its ``abort``."""
+        with self._waiting_lock:
+            for woken in self._waiting:
+                woken.set()
 
     def shutdown(self) -> None:
         self._jobs.put(None)
@@ -186,6 +202,10 @@ class FrameSampler(Worker):
     A capture that raises or overruns ``camera.capture_timeout_s`` disables
     the camera for good: one error log line, ``on_state("error", detail)``,
     and every later :meth:`look` raises CameraError.
+
+    ``clock`` and ``wait`` are the sampler's only sources of time: frame
+    pacing and every open, capture and close timeout use them. Tests pass a
+    fake pair to step time by hand.
     """
 
     name = "pi-agent-camera"
@@ -198,6 +218,8 @@ class FrameSampler(Worker):
         *,
         on_state: Callable[[str, str], object] | None = None,
         open_timeout: float = OPEN_TIMEOUT_S,
+        clock: Clock = time.monotonic,
+        wait: Wait = threading.Event.wait,
     ):
         super().__init__()
         self.backend = backend
@@ -205,6 +227,8 @@ class FrameSampler(Worker):
         self.on_frame = on_frame
         self.on_state = on_state
         self.open_timeout = open_timeout
+        self.clock = clock
+        self._wait = wait
         self.period = 1.0 / min(max(settings.fps, 0.1), MAX_FPS)
         self._lock = threading.RLock()
         self._changed = threading.Event()
@@ -270,7 +294,7 @@ class FrameSampler(Worker):
         """
         if self._io is not None:
             raise RuntimeError(f"{self.name} already started")
-        self._io = _CameraIO("pi-agent-camera-io")
+        self._io = _CameraIO("pi-agent-camera-io", self.clock, self._wait)
         try:
             self._io.call(self.backend.start, self.open_timeout)
         except _TimedOut:
@@ -292,6 +316,8 @@ class FrameSampler(Worker):
 
     def _wake(self) -> None:
         self._changed.set()
+        if self._io is not None:  # a capture in flight gives up (stopping is set)
+            self._io.interrupt()
 
     def stop(self, timeout: float = 3.0) -> None:
         """Stop sending, join the thread, close the backend (abandoning a hung one)."""
@@ -310,7 +336,7 @@ class FrameSampler(Worker):
         io = self._io
         if io.stuck:  # a fresh helper, so close is tried even behind a hung capture
             io.shutdown()
-            io = _CameraIO("pi-agent-camera-close")
+            io = _CameraIO("pi-agent-camera-close", self.clock, self._wait)
         try:
             io.call(self.backend.close, timeout)
         except _TimedOut:
@@ -335,26 +361,30 @@ class FrameSampler(Worker):
         """The talk button came up: once this returns, no frame of that press is sent."""
         with self._lock:  # held by _deliver around on_frame, so none slips out after
             was_talking, self._talking = self._talking, False
-        self._changed.set()
-        if was_talking:
+        if was_talking:  # a release without a press (on_demand, disabled) wakes nobody
+            self._changed.set()
             self._set_state("idle")
 
     def _run(self) -> None:
-        """The camera thread: paces while_talking captures; idles otherwise."""
+        """The camera thread: paces while_talking captures; asleep otherwise.
+
+        Every wait ends with ``_changed`` cleared and the state read again, so a
+        press, release or stop that sets it is never lost.
+        """
         running_gen = -1
         next_due = 0.0
         while not self.stopping.is_set():
             with self._lock:
                 talking, gen = self._talking, self._talk_gen
             if not talking:
-                self._changed.wait(_IDLE_WAIT_S)
+                self._wait(self._changed, None)  # until start_talking, stop_talking or stop
                 self._changed.clear()
                 continue
-            now = time.monotonic()
+            now = self.clock()
             if gen != running_gen:  # a new press: the first frame right away
                 running_gen, next_due = gen, now
             if now < next_due:
-                self._changed.wait(next_due - now)
+                self._wait(self._changed, next_due - now)
                 self._changed.clear()
                 continue
             try:
@@ -362,7 +392,7 @@ class FrameSampler(Worker):
             except CameraError:
                 continue  # disabled (logged once), or stopping
             self._deliver(jpeg, gen)
-            next_due = max(next_due + self.period, time.monotonic())  # late: no burst
+            next_due = max(next_due + self.period, self.clock())  # late: no burst
 
     def _deliver(self, jpeg: bytes, gen: int) -> None:
         with self._lock:

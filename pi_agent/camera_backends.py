@@ -1,9 +1,11 @@
 """Camera backends: make one JPEG on request, and nothing else.
 
-Split from :mod:`pi_agent.camera` along its seam (``shared/STYLE-BY-EXAMPLE.md``
-§10.3): this module knows *how* to take a picture, :class:`~pi_agent.camera.FrameSampler`
-decides *when*, and the sampler is the only caller (always from a helper
-thread, with a timeout).
+Split from :mod:`pi_agent.camera` along its seam: this module knows *how* to
+take a picture, :class:`~pi_agent.camera.FrameSampler` decides *when*, and the
+sampler is the only caller (always from a helper thread, with a timeout). The
+settings helpers both need (:func:`camera_enabled`, :func:`media_resolution_enum`)
+live here too, so this module never imports :mod:`pi_agent.camera`: the import
+goes one way only.
 
 - :class:`Picamera2Camera` on a Pi: picamera2 is imported lazily, so importing
   pi-agent never needs libcamera.
@@ -11,6 +13,10 @@ thread, with a timeout).
   encoded to real JPEG, able to fail or hang on demand.
 - :func:`encode_frame` orients and encodes a frame with simplejpeg, so rotation
   and quality are ours whichever backend made it.
+
+numpy and simplejpeg are imported only when a backend is built or a frame is
+encoded: a config without a camera never loads them (about 15 MB of peak RSS
+on x86-64 with numpy 2; measured with ``python -c "import pi_agent.camera"``).
 
 Import these names from :mod:`pi_agent.camera`, which re-exports them.
 """
@@ -23,13 +29,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
 from .config import CameraSettings
 from .errors import CameraError, ClosedError
 
 if TYPE_CHECKING:
     from types import ModuleType
+
+    import numpy as np
 
 __all__ = [
     "MARKER_RGB",
@@ -38,7 +44,9 @@ __all__ = [
     "CameraBackend",
     "Picamera2Camera",
     "SyntheticCamera",
+    "camera_enabled",
     "encode_frame",
+    "media_resolution_enum",
     "open_camera",
     "output_size",
 ]
@@ -55,6 +63,31 @@ MISSING_SIMPLEJPEG = (
     "`pip install simplejpeg` (or `sudo apt install python3-simplejpeg` for a "
     "--system-site-packages venv), or set camera.backend: none"
 )
+
+
+# --------------------------------------------------------------------------- settings
+
+_MEDIA_RESOLUTIONS = {
+    "low": "MEDIA_RESOLUTION_LOW",
+    "medium": "MEDIA_RESOLUTION_MEDIUM",
+    "high": "MEDIA_RESOLUTION_HIGH",
+}
+
+
+def camera_enabled(settings: CameraSettings) -> bool:
+    """True when frames may be sent (the session then wants context compression)."""
+    return settings.backend != "none" and settings.mode != "off"
+
+
+def media_resolution_enum(settings: CameraSettings) -> str | None:
+    """``generationConfig.mediaResolution`` for these settings, or None to omit it.
+
+    None when the camera is off (the field would only cost setup bytes) or when
+    ``camera.media_resolution`` is null (the model's default).
+    """
+    if not camera_enabled(settings) or settings.media_resolution is None:
+        return None
+    return _MEDIA_RESOLUTIONS[settings.media_resolution]
 
 
 # --------------------------------------------------------------------------- encoding
@@ -95,6 +128,8 @@ def encode_frame(
     """
     if rotation % 90:
         raise ValueError(f"rotation must be a multiple of 90, not {rotation}")
+    import numpy as np
+
     channels = frame.shape[2]
     pixels = frame.view(np.uint32)[..., 0] if channels == 4 else frame
     if hflip:
@@ -182,18 +217,15 @@ class _Backend:
 
 # Colour bars without red or magenta, so the red orientation marker stays unique.
 # Pixels are RGBX: 4 bytes turn 90 degrees as one uint32 (see encode_frame).
-_BARS = np.array(
-    [
-        (235, 235, 235, 0),
-        (235, 235, 16, 0),
-        (16, 235, 235, 0),
-        (16, 235, 16, 0),
-        (16, 16, 235, 0),
-        (128, 128, 128, 0),
-        (16, 16, 16, 0),
-        (96, 64, 160, 0),
-    ],
-    dtype=np.uint8,
+_BARS = (
+    (235, 235, 235, 0),
+    (235, 235, 16, 0),
+    (16, 235, 235, 0),
+    (16, 235, 16, 0),
+    (16, 16, 235, 0),
+    (128, 128, 128, 0),
+    (16, 16, 16, 0),
+    (96, 64, 160, 0),
 )
 MARKER_RGB = (255, 0, 0)
 """The solid square in the sensor image's top-left corner, for orientation checks."""
@@ -214,6 +246,8 @@ _DIGITS = ["abcdef", "bc", "abdeg", "abcdg", "bcfg", "acdfg", "acdefg", "abc", "
 
 def _glyphs(height: int, width: int) -> dict[str, np.ndarray]:
     """White-on-black 7-segment glyphs for the clock: no font library needed."""
+    import numpy as np
+
     t = max(height // 8, 1)
     glyphs = {}
     for digit, segments in enumerate(_DIGITS):
@@ -245,12 +279,14 @@ class SyntheticCamera(_Backend):
     def __init__(self, settings: CameraSettings, *, clock: Callable[[], float] = time.time):
         super().__init__(settings)
         _import_simplejpeg()
+        import numpy as np
+
         self.clock = clock
         self.captures = 0
         self._fault: str | None = None
         self._unhang = threading.Event()
         w, h = settings.width, settings.height
-        row = _BARS[np.arange(w) * len(_BARS) // w]
+        row = np.array(_BARS, np.uint8)[np.arange(w) * len(_BARS) // w]
         self._bars = np.concatenate([row, row])  # a window into this scrolls
         self._band = min(max(h // 6, 12), h // 3)
         self._marker = max(min(w, h - self._band) // 8, 4)
@@ -281,6 +317,8 @@ class SyntheticCamera(_Backend):
 
     def render(self, now: float | None = None) -> np.ndarray:
         """One RGBX frame at the sensor size, for time ``now`` (default: the clock)."""
+        import numpy as np
+
         now = self.clock() if now is None else now
         w, h = self.settings.width, self.settings.height
         top = h - self._band
@@ -387,8 +425,6 @@ def open_camera(settings: CameraSettings) -> CameraBackend | None:
     The hardware is opened later by :meth:`~pi_agent.camera.FrameSampler.start`, where a broken
     camera only disables itself.
     """
-    from .camera import camera_enabled  # camera.py imports this module at load time
-
     if not camera_enabled(settings):
         return None
     if settings.backend == "synthetic":

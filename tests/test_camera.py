@@ -1,24 +1,29 @@
 """Camera backends and the FrameSampler, on the synthetic camera and a fake Picamera2.
 
 The only fake standing in for a real library is ``FakePicamera2``: libcamera
-cannot exist off a Pi (shared/testing-without-hardware.md §3). Everything else
-encodes and decodes real JPEGs with simplejpeg.
+cannot exist off a Pi. Everything else encodes and decodes real JPEGs with
+simplejpeg.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import subprocess
 import sys
 import threading
 import time
 import types
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 import simplejpeg
 
 from pi_agent.camera import (
+    CLOSE_TIMEOUT_S,
+    GUARD_S,
     LOOK_DECLARATION,
     FrameSampler,
     Picamera2Camera,
@@ -32,6 +37,7 @@ from pi_agent.config import CameraSettings
 from pi_agent.errors import CameraError, ClosedError
 
 TIMEOUT = 5.0
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def settings(**changes) -> CameraSettings:
@@ -49,41 +55,164 @@ def is_red(pixel: np.ndarray) -> bool:
 
 
 class Recorder:
-    """on_frame/on_state sink: records with timestamps, signals after ``want`` frames."""
+    """on_frame/on_state sink: each frame with the sampler's clock reading when it arrived."""
 
-    def __init__(self, want: int = 1):
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
         self.frames: list[tuple[float, bytes]] = []
         self.states: list[tuple[str, str]] = []
-        self.want = want
-        self.got = threading.Event()
-        self.extra = threading.Event()
         self.error = threading.Event()
-        self.lock = threading.Lock()
+        self._cond = threading.Condition()
 
     def on_frame(self, jpeg: bytes) -> None:
-        with self.lock:
-            self.frames.append((time.monotonic(), jpeg))
-            if len(self.frames) >= self.want:
-                self.got.set()
-            if len(self.frames) > self.want:
-                self.extra.set()
+        with self._cond:
+            self.frames.append((self.clock(), jpeg))
+            self._cond.notify_all()
 
     def on_state(self, state: str, detail: str) -> None:
         self.states.append((state, detail))
         if state == "error":
             self.error.set()
 
+    def wait_frames(self, count: int) -> bool:
+        """True once ``count`` frames have arrived (False after TIMEOUT)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self.frames) >= count, TIMEOUT)
+
+    @property
+    def times(self) -> list[float]:
+        return [when for when, _ in self.frames]
+
+
+@dataclasses.dataclass(eq=False)
+class Sleeper:
+    event: threading.Event
+    timeout: float | None
+    deadline: float | None
+    timed_out: bool = False
+
+
+class FakeClock:
+    """Time that moves only when the test says so: FrameSampler's ``clock`` and ``wait``.
+
+    ``wait`` blocks on its Event for real, with no timer of its own; :meth:`advance`
+    ends the waits whose deadline it reaches (by setting their Event, as a wake-up
+    would). ``waits`` counts the waits begun: each turn of the sampler's loop begins
+    one, so it counts the loop's iterations.
+    """
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+        self.waits = 0
+        self._sleepers: list[Sleeper] = []
+        self._cond = threading.Condition()
+
+    def __call__(self) -> float:
+        with self._cond:
+            return self.now
+
+    def wait(self, event: threading.Event, timeout: float | None) -> bool:
+        with self._cond:
+            deadline = None if timeout is None else self.now + timeout
+            sleeper = Sleeper(event, timeout, deadline)
+            self.waits += 1
+            self._sleepers.append(sleeper)
+            self._cond.notify_all()
+        try:
+            event.wait()
+        finally:
+            with self._cond:
+                self._sleepers.remove(sleeper)
+                self._cond.notify_all()
+        return not sleeper.timed_out
+
+    def advance(self, seconds: float) -> int:
+        """Move time on and end every wait whose deadline is reached; how many ended."""
+        with self._cond:
+            self.now += seconds
+            due = [
+                s
+                for s in self._sleepers
+                if s.deadline is not None and s.deadline <= self.now + 1e-9 and not s.timed_out
+            ]
+            for sleeper in due:
+                sleeper.timed_out = True
+                sleeper.event.set()
+            return len(due)
+
+    def sleepers(self) -> list[Sleeper]:
+        """The waits in progress that nothing has ended yet."""
+        with self._cond:
+            return [s for s in self._sleepers if not s.event.is_set()]
+
+    def asleep_until(self, deadline: float | None) -> Sleeper | None:
+        """Wait (for real, up to TIMEOUT) until a thread sleeps until ``deadline``
+        (None: with no deadline at all); that sleeper, or None."""
+
+        def find() -> Sleeper | None:
+            for s in self.sleepers():
+                if deadline is None or s.deadline is None:
+                    if deadline is s.deadline:
+                        return s
+                elif abs(s.deadline - deadline) < 1e-9:
+                    return s
+            return None
+
+        with self._cond:
+            return self._cond.wait_for(find, TIMEOUT)
+
+
+class GatedCamera(SyntheticCamera):
+    """A synthetic camera whose captures (and, with ``gate_start``, opening) block on
+    ``gate``, an Event the test holds.
+
+    ``entered`` is set when a capture starts, ``left`` when one returns or raises.
+    ``close`` does not open the gate, like a driver wedged for good. ``on_capture``
+    runs inside the capture (a slow camera moves the fake clock there).
+    """
+
+    def __init__(self, settings: CameraSettings, *, gated=True, gate_start=False, **kw):
+        super().__init__(settings, **kw)
+        self.gate = threading.Event()
+        if not gated:
+            self.gate.set()
+        self.gate_start = gate_start
+        self.entered = threading.Event()
+        self.left = threading.Event()
+        self.on_capture: Callable[[], object] = lambda: None
+
+    def start(self) -> None:
+        if self.gate_start:
+            self.gate.wait(TIMEOUT * 4)  # bounded only so a failing test cannot wedge the run
+        super().start()
+
+    def capture_jpeg(self, timeout: float) -> bytes:
+        self.entered.set()
+        try:
+            self.gate.wait(TIMEOUT * 4)
+            self.on_capture()
+            return super().capture_jpeg(timeout)
+        finally:
+            self.left.set()
+
 
 @pytest.fixture
 def sampler_factory():
     made: list[FrameSampler] = []
+    cameras: list[SyntheticCamera] = []
 
-    def make(backend, s, rec: Recorder, **kw) -> FrameSampler:
+    def make(backend, s, rec: Recorder, clock: FakeClock | None = None, **kw) -> FrameSampler:
+        if clock is not None:
+            kw.update(clock=clock, wait=clock.wait)
         sampler = FrameSampler(backend, s, rec.on_frame, on_state=rec.on_state, **kw)
         made.append(sampler)
+        cameras.append(backend)
         return sampler
 
     yield make
+    for camera in cameras:
+        if isinstance(camera, GatedCamera):
+            camera.gate.set()
     for sampler in made:
         sampler.stop(TIMEOUT)
 
@@ -278,6 +407,55 @@ def test_camera_setup_helpers():
     assert camera_enabled(settings()) and not camera_enabled(settings(mode="off"))
 
 
+def _fresh_python(code: str) -> str:
+    """Run ``code`` in a new interpreter (this one has numpy loaded already); its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+LOADED = "print(sorted(m for m in ('numpy', 'simplejpeg', 'pi_agent.camera') if m in sys.modules))"
+
+
+def test_camera_import_loads_no_encoder_until_a_backend_is_built():
+    out = _fresh_python(
+        "import sys\n"
+        "from pi_agent.camera import FrameSampler, camera_enabled, open_camera\n"
+        "from pi_agent.config import CameraSettings\n"
+        f"{LOADED}\n"
+        "assert open_camera(CameraSettings(backend='none')) is None\n"
+        f"{LOADED}\n"
+        "open_camera(CameraSettings(backend='synthetic'))\n"
+        f"{LOADED}\n"
+    )
+    assert out.splitlines() == [
+        "['pi_agent.camera']",
+        "['pi_agent.camera']",  # no camera configured: no encoder either
+        "['numpy', 'pi_agent.camera', 'simplejpeg']",
+    ]
+
+
+def test_camera_backends_never_import_the_sampler():
+    out = _fresh_python(
+        "import sys\n"
+        "from pi_agent.camera_backends import camera_enabled, media_resolution_enum, open_camera\n"
+        "from pi_agent.config import CameraSettings\n"
+        "s = CameraSettings(backend='synthetic', media_resolution='low')\n"
+        "assert camera_enabled(s) and media_resolution_enum(s) == 'MEDIA_RESOLUTION_LOW'\n"
+        "with open_camera(s) as cam:\n"
+        "    assert cam.capture_jpeg(1.0).startswith(b'\\xff\\xd8')\n"
+        f"{LOADED}\n"
+    )
+    assert out.splitlines() == ["['numpy', 'simplejpeg']"]
+
+
 def test_camera_look_declaration_is_a_plain_function_declaration():
     assert LOOK_DECLARATION["name"] == "look"
     assert "photo" in LOOK_DECLARATION["description"]
@@ -287,53 +465,133 @@ def test_camera_look_declaration_is_a_plain_function_declaration():
 
 
 # --------------------------------------------------------------------------- sampler
+# The sampler runs on a FakeClock: time moves only when a test advances it, so pacing
+# and timeouts are proven exactly and no test asserts how long anything took.
 
 
-def test_camera_while_talking_sends_frames_only_between_press_and_release(sampler_factory):
-    s = settings(mode="while_talking", fps=2.0)  # 0.5 s apart keeps the test short
-    rec = Recorder(want=4)
-    sampler = sampler_factory(SyntheticCamera(s), s, rec)
+class Background:
+    """Runs ``fn`` on a thread; ``result`` or ``error`` once ``done`` is set."""
+
+    def __init__(self, fn: Callable[[], object]):
+        self.done = threading.Event()
+        self.result: object = None
+        self.error: BaseException | None = None
+        threading.Thread(target=self._run, args=(fn,), daemon=True).start()
+
+    def _run(self, fn: Callable[[], object]) -> None:
+        try:
+            self.result = fn()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+def test_camera_while_talking_paces_frames_at_fps_only_while_held(sampler_factory):
+    s = settings(mode="while_talking", fps=2.0)
+    clock = FakeClock()
+    rec = Recorder(clock)
+    sampler = sampler_factory(SyntheticCamera(s), s, rec, clock)
     sampler.start()
     assert sampler.enabled and sampler.state == "idle"
-    assert not rec.got.wait(0.3), "no frame before the button is pressed"
+    assert clock.asleep_until(None), "idle: asleep with no deadline"
     assert rec.frames == []
 
-    pressed = time.monotonic()
     sampler.start_talking()
-    assert rec.got.wait(TIMEOUT)
+    assert rec.wait_frames(1), "the first frame comes at the press, with no time passing"
+    for count in (2, 3, 4):
+        assert clock.asleep_until(clock.now + 0.5), "asleep until the next frame, 1/fps on"
+        assert clock.advance(0.375) == 0 and len(rec.frames) == count - 1  # never early
+        assert clock.advance(0.125) == 1
+        assert rec.wait_frames(count)
+    assert clock.asleep_until(1002.0)
     sampler.stop_talking()
-    released = time.monotonic()
-
-    times = [t for t, _ in rec.frames]
-    assert times[0] - pressed < 0.2, "the first frame comes right at the press"
-    gaps = np.diff(times[:4])
-    assert np.all(np.abs(gaps - 0.5) < 0.15), gaps
-    assert all(pressed <= t <= released for t in times)
-    assert not rec.extra.wait(0.75), "no frame after the release"
-    assert sampler.frames_sent == len(rec.frames) == 4
-    assert sampler.state == "idle"
+    assert clock.asleep_until(None), "released: asleep with no deadline again"
+    assert clock.advance(3600.0) == 0
+    assert rec.times == [1000.0, 1000.5, 1001.0, 1001.5]
+    assert sampler.frames_sent == 4 and sampler.state == "idle"
     assert [state for state, _ in rec.states] == ["idle", "streaming", "idle"]
     for _, jpeg in rec.frames:
         assert decode(jpeg).shape == (120, 160, 3)
 
-    # A second press starts over with an immediate frame.
-    rec.want, rec.got = 5, threading.Event()
-    pressed = time.monotonic()
+    # A second press starts over with an immediate frame, then 1/fps again.
+    pressed = clock.now
     sampler.start_talking()
-    assert rec.got.wait(TIMEOUT)
+    assert rec.wait_frames(5) and rec.times[4] == pressed
+    assert clock.asleep_until(pressed + 0.5)
     sampler.stop_talking()
-    assert rec.frames[4][0] - pressed < 0.2
+    assert clock.asleep_until(None) and len(rec.frames) == 5
+
+
+def test_camera_a_late_frame_is_followed_one_period_later_not_by_a_burst(sampler_factory):
+    s = settings(mode="while_talking", fps=2.0)
+    clock = FakeClock()
+    rec = Recorder(clock)
+    cam = GatedCamera(s, gated=False)
+    cam.on_capture = lambda: clock.advance(1.25) if cam.captures == 0 else None
+    sampler = sampler_factory(cam, s, rec, clock)
+    sampler.start()
+    sampler.start_talking()
+    # The first capture took 1.25 s, so the frames due at 1000.5 and 1001.0 were missed:
+    # one frame makes up for them, then the sampler waits a whole period again.
+    assert rec.wait_frames(2)
+    assert clock.asleep_until(1001.75)
+    assert rec.times == [1001.25, 1001.25]
+    assert clock.advance(0.5) == 1 and rec.wait_frames(3)
+    assert rec.times[2] == 1001.75
+    assert clock.asleep_until(1002.25)
+
+
+def test_camera_release_during_a_capture_drops_that_frame(sampler_factory):
+    s = settings(mode="while_talking")
+    clock = FakeClock()
+    rec = Recorder(clock)
+    cam = GatedCamera(s)
+    sampler = sampler_factory(cam, s, rec, clock)
+    sampler.start()
+    sampler.start_talking()
+    assert cam.entered.wait(TIMEOUT)
+    sampler.stop_talking()
+    # Both calls returned while the capture is held by the test: the caller never waits.
+    assert not cam.left.is_set() and sampler.state == "idle"
+    cam.gate.set()
+    assert cam.left.wait(TIMEOUT)
+    assert clock.asleep_until(None), "the picture was taken, dropped, and the thread sleeps"
+    assert rec.frames == [] and sampler.frames_sent == 0 and cam.captures == 1
+
+
+def test_camera_idle_thread_sleeps_without_a_timer(sampler_factory):
+    """Idle means asleep: while nobody talks the camera thread never turns its loop."""
+    s = settings(mode="while_talking")
+    clock = FakeClock()
+    rec = Recorder(clock)
+    sampler = sampler_factory(SyntheticCamera(s), s, rec, clock)
+    sampler.start()
+    for _ in range(2):  # after start, and again after a press and release
+        idle = clock.asleep_until(None)
+        assert idle and idle.timeout is None
+        turns = clock.waits
+        assert clock.advance(3600.0) == 0, "an hour passes and no wait of the thread ends"
+        assert clock.waits == turns and clock.sleepers() == [idle]
+        sampler.start_talking()
+        assert rec.wait_frames(len(rec.frames) + 1)
+        sampler.stop_talking()
+    assert clock.asleep_until(None) and len(rec.frames) == 2
 
 
 def test_camera_on_demand_mode_ignores_the_button(sampler_factory):
     s = settings(mode="on_demand")
-    rec = Recorder()
-    sampler = sampler_factory(SyntheticCamera(s), s, rec)
+    clock = FakeClock()
+    rec = Recorder(clock)
+    cam = SyntheticCamera(s)
+    sampler = sampler_factory(cam, s, rec, clock)
     sampler.start()
+    idle = clock.asleep_until(None)
+    assert idle
     sampler.start_talking()
-    assert not rec.got.wait(0.3)
     sampler.stop_talking()
-    assert sampler.frames_sent == 0
+    assert clock.sleepers() == [idle], "the press and release did not even wake the thread"
+    assert sampler.state == "idle" and rec.frames == [] and cam.captures == 0
 
 
 def test_camera_look_hands_over_exactly_one_fresh_frame_before_returning(sampler_factory):
@@ -341,12 +599,11 @@ def test_camera_look_hands_over_exactly_one_fresh_frame_before_returning(sampler
     now = [5000.0]
     cam = SyntheticCamera(s, clock=lambda: now[0])
     rec = Recorder()
-    sampler = sampler_factory(cam, s, rec)
+    sampler = sampler_factory(cam, s, rec, FakeClock())
     sampler.start()
 
     result = sampler.look({})
-    returned = time.monotonic()
-    assert len(rec.frames) == 1 and rec.frames[0][0] <= returned
+    assert len(rec.frames) == 1, "on_frame had the photo before look returned"
     jpeg = rec.frames[0][1]
     assert result == {"result": {"seen": True, "width": 320, "height": 240, "bytes": len(jpeg)}}
     assert decode(jpeg).shape == (240, 320, 3)
@@ -375,22 +632,26 @@ def _disabled_lines(caplog) -> list[logging.LogRecord]:
 def test_camera_that_raises_is_disabled_with_one_log_line(sampler_factory, caplog):
     caplog.set_level(logging.INFO, logger="pi_agent")
     s = settings(mode="while_talking", capture_timeout_s=0.5)
-    cam = SyntheticCamera(s)
-    rec = Recorder()
-    sampler = sampler_factory(cam, s, rec)
+    clock = FakeClock()
+    cam = GatedCamera(s)
+    rec = Recorder(clock)
+    sampler = sampler_factory(cam, s, rec, clock)
     sampler.start()
     cam.set_fault("raise")
 
-    started = time.monotonic()
     sampler.start_talking()
-    assert time.monotonic() - started < 0.1, "the caller never waits for the camera"
+    assert cam.entered.wait(TIMEOUT)
+    # start_talking returned while the capture is held: the caller never waits for the camera.
+    assert not cam.left.is_set() and not rec.error.is_set()
+    cam.gate.set()
     assert rec.error.wait(TIMEOUT)
-    assert time.monotonic() - started < 0.5 + 0.5
+    assert clock.now == 1000.0, "a camera that raises is disabled at once, not at its timeout"
     assert not sampler.enabled and sampler.state == "error"
     with pytest.raises(CameraError, match="disabled"):
         sampler.look({})
     sampler.stop_talking()
     sampler.start_talking()  # ignored now
+    assert clock.asleep_until(None)
     assert rec.frames == [] and cam.captures == 1
 
     [line] = _disabled_lines(caplog)
@@ -401,46 +662,51 @@ def test_camera_that_raises_is_disabled_with_one_log_line(sampler_factory, caplo
     assert sampler.state == "stopped" and cam.closed
 
 
-def test_camera_that_hangs_in_look_is_abandoned_within_its_timeout(sampler_factory, caplog):
+def test_camera_that_hangs_in_look_is_abandoned_at_its_timeout(sampler_factory, caplog):
     caplog.set_level(logging.INFO, logger="pi_agent")
-    s = settings(mode="on_demand", capture_timeout_s=0.3)
-    cam = SyntheticCamera(s)
-    rec = Recorder()
-    sampler = sampler_factory(cam, s, rec)
+    s = settings(mode="on_demand", capture_timeout_s=0.25)
+    clock = FakeClock()
+    cam = GatedCamera(s)  # the gate stays shut: a capture wedged for good
+    rec = Recorder(clock)
+    sampler = sampler_factory(cam, s, rec, clock)
     sampler.start()
-    cam.set_fault("hang")
 
-    started = time.monotonic()
-    with pytest.raises(CameraError, match=r"longer than 0\.3 s"):
-        sampler.look({})
-    took = time.monotonic() - started
-    assert 0.3 <= took < 0.3 + 0.6
+    look = Background(lambda: sampler.look({}))
+    assert cam.entered.wait(TIMEOUT)
+    limit = 0.25 + GUARD_S
+    assert clock.asleep_until(1000.0 + limit), "the caller waits capture_timeout_s + GUARD_S"
+    assert clock.advance(limit - 0.125) == 0 and not look.done.is_set()
+    assert clock.advance(0.125) == 1
+    assert look.done.wait(TIMEOUT)
+    assert isinstance(look.error, CameraError)
+    assert "longer than 0.25 s" in str(look.error)
     assert rec.frames == [] and rec.error.is_set()
     assert [r.getMessage() for r in _disabled_lines(caplog)] == [
-        "camera disabled: a capture took longer than 0.3 s"
+        "camera disabled: a capture took longer than 0.25 s"
     ]
 
-    started = time.monotonic()
-    sampler.stop(TIMEOUT)  # the hung io thread is abandoned, not joined
-    assert time.monotonic() - started < 1.0
-    assert cam.closed and len(_disabled_lines(caplog)) == 1
+    sampler.stop(TIMEOUT)  # returns with the capture still held: abandoned, not joined
+    assert cam.closed and not cam.left.is_set()
+    assert sampler.state == "stopped" and len(_disabled_lines(caplog)) == 1
 
 
 def test_camera_that_hangs_while_talking_does_not_stall_the_sampler(sampler_factory, caplog):
     caplog.set_level(logging.INFO, logger="pi_agent")
-    s = settings(mode="while_talking", capture_timeout_s=0.3)
-    cam = SyntheticCamera(s)
-    rec = Recorder()
-    sampler = sampler_factory(cam, s, rec)
+    s = settings(mode="while_talking", capture_timeout_s=0.25)
+    clock = FakeClock()
+    cam = GatedCamera(s)
+    rec = Recorder(clock)
+    sampler = sampler_factory(cam, s, rec, clock)
     sampler.start()
-    cam.set_fault("hang")
 
-    started = time.monotonic()
     sampler.start_talking()
+    assert cam.entered.wait(TIMEOUT)
+    assert clock.asleep_until(1000.0 + 0.25 + GUARD_S)
+    assert clock.advance(0.25 + GUARD_S) == 1
     assert rec.error.wait(TIMEOUT)
-    assert time.monotonic() - started < 0.3 + 0.6
     sampler.stop_talking()
-    assert sampler.is_alive, "the camera thread itself never hangs"
+    assert clock.asleep_until(None), "the camera thread itself never hangs: it sleeps again"
+    assert sampler.is_alive and not cam.left.is_set()
     assert len(_disabled_lines(caplog)) == 1
 
 
@@ -451,23 +717,81 @@ def test_camera_that_will_not_open_is_disabled_not_raised(sampler_factory, caplo
 
     s = settings()
     rec = Recorder()
-    sampler = sampler_factory(WontOpen(s), s, rec)
+    sampler = sampler_factory(WontOpen(s), s, rec, FakeClock())
     sampler.start()
     assert not sampler.enabled and sampler.state == "error"
     assert "no camera attached" in sampler.failure
     assert len(_disabled_lines(caplog)) == 1
 
 
-def test_camera_stop_is_prompt_while_streaming(sampler_factory):
+def test_camera_that_hangs_on_open_is_disabled_at_its_open_timeout(sampler_factory, caplog):
+    s = settings()
+    clock = FakeClock()
+    cam = GatedCamera(s, gate_start=True)
+    rec = Recorder(clock)
+    sampler = sampler_factory(cam, s, rec, clock, open_timeout=4.0)
+
+    starting = Background(sampler.start)
+    assert clock.asleep_until(1004.0)
+    assert clock.advance(3.5) == 0 and not starting.done.is_set()
+    assert clock.advance(0.5) == 1
+    assert starting.done.wait(TIMEOUT) and starting.error is None, "disabled, not raised"
+    assert sampler.state == "error" and not sampler.enabled
+    assert sampler.failure == "the camera did not open within 4 s"
+    assert len(_disabled_lines(caplog)) == 1
+
+
+def test_camera_stop_while_streaming_needs_no_time_to_pass(sampler_factory):
     s = settings(mode="while_talking", fps=0.1)
-    rec = Recorder()
+    clock = FakeClock()
+    rec = Recorder(clock)
     cam = SyntheticCamera(s)
-    sampler = sampler_factory(cam, s, rec)
+    sampler = sampler_factory(cam, s, rec, clock)
     sampler.start()
     assert any(t.name == "pi-agent-camera" for t in threading.enumerate())
     sampler.start_talking()
-    assert rec.got.wait(TIMEOUT)  # now waiting 10 s for the next frame
-    started = time.monotonic()
-    sampler.stop(TIMEOUT)
-    assert time.monotonic() - started < 0.5
+    assert rec.wait_frames(1)
+    assert clock.asleep_until(1010.0)  # the next frame is 10 s away
+    sampler.stop(TIMEOUT)  # ZombieThread if the thread slept on until its deadline
+    assert clock.now == 1000.0
     assert not sampler.is_alive and cam.closed and sampler.state == "stopped"
+
+
+def test_camera_stop_during_a_held_capture_gives_up_on_it_at_once(sampler_factory, caplog):
+    s = settings(mode="while_talking")
+    clock = FakeClock()
+    rec = Recorder(clock)
+    cam = GatedCamera(s)
+    sampler = sampler_factory(cam, s, rec, clock)
+    sampler.start()
+    sampler.start_talking()
+    assert cam.entered.wait(TIMEOUT)
+    assert clock.asleep_until(1000.0 + s.capture_timeout_s + GUARD_S)
+
+    stopping = Background(lambda: sampler.stop(TIMEOUT))
+    # The camera thread gave up on the capture with no time passing; close waits its turn
+    # on the helper behind the held capture, up to CLOSE_TIMEOUT_S.
+    assert clock.asleep_until(1000.0 + CLOSE_TIMEOUT_S)
+    assert not sampler.is_alive and clock.now == 1000.0
+    assert sampler.failure is None, "stopping is not a camera fault"
+    assert clock.advance(CLOSE_TIMEOUT_S) == 1
+    assert stopping.done.wait(TIMEOUT) and stopping.error is None
+    assert sampler.state == "stopped" and rec.frames == [] and not cam.left.is_set()
+    assert [r.getMessage() for r in _disabled_lines(caplog)] == [
+        "camera did not close within 2.0 s; abandoning it"
+    ]
+
+
+def test_camera_sampler_streams_on_the_real_clock_too(sampler_factory):
+    """The defaults (time.monotonic, Event.wait) drive the same loop; no timing asserted."""
+    s = settings(mode="while_talking", fps=2.0)
+    rec = Recorder()
+    sampler = sampler_factory(SyntheticCamera(s), s, rec)
+    sampler.start()
+    sampler.start_talking()
+    assert rec.wait_frames(2)
+    sampler.stop_talking()
+    sent = len(rec.frames)
+    sampler.stop(TIMEOUT)
+    assert len(rec.frames) == sent == sampler.frames_sent, "no frame after the release"
+    assert rec.times == sorted(rec.times) and sampler.state == "stopped"
