@@ -197,7 +197,7 @@ class MqttBridge(Worker):
         self._tool_args: OrderedDict[str, Any] = OrderedDict()
         self._trouble = ""  # last connection problem logged (log each kind once)
         self._dropped_logged_at = -math.inf
-        self.discovered_at: float | None = None  # clock() of the first discovery publish
+        self._config_seen = False  # the first discovery message since connecting was checked
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -370,7 +370,7 @@ class MqttBridge(Worker):
         if not ok:
             self._trouble_once(f"refused {reason}", f"mqtt: {_refusal(reason)}; retrying")
             return
-        self._online, self._trouble = True, ""
+        self._online, self._trouble, self._config_seen = True, "", False
         t = self.topics
         log.info("mqtt: connected to %s:%d", self.settings.host, self.settings.port)
         subscriptions = [(topic, 1) for topic in self.discovery.commands]
@@ -382,8 +382,6 @@ class MqttBridge(Worker):
     def _announce(self, stale: Mapping[str, str] | None = None) -> None:
         """Discovery, ``online``, then every state fresh (after a reconnect or an HA restart)."""
         self._send(self.topics.config, self.discovery.payload(stale), retain=True)
-        if self.discovered_at is None:
-            self.discovered_at = self._clock()
         self._send(self.topics.availability, b"online", retain=True)
         for topic, payload in list(self._retained.items()):
             self._send(topic, payload, retain=True)
@@ -411,6 +409,11 @@ class MqttBridge(Worker):
                 self._announce()
             return
         if topic == t.config:
+            # Only the first one after subscribing: the retained message of the previous
+            # run (or our own echo). Two agents sharing a device_id then cannot ping-pong.
+            if self._config_seen:
+                return
+            self._config_seen = True
             stale = self.discovery.stale(payload) if payload else {}
             if stale:
                 log.info("mqtt: removing entities no longer configured: %s", ", ".join(stale))

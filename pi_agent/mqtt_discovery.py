@@ -326,13 +326,6 @@ class Discovery:
             and set(comp) != {"p"}
         }
 
-    def topics_used(self) -> set[str]:
-        """Every state, attribute and command topic the payload names (all under the base)."""
-        found = {self.topics.availability}
-        for comp in self.components.values():
-            found.update(v for k, v in comp.items() if k.endswith("_topic"))
-        return found
-
 
 # --------------------------------------------------------------------------- state payloads
 

@@ -675,7 +675,8 @@ def test_a_device_that_left_the_config_is_dropped_and_clear_removes_everything(
     first.stop()
     fewer = {k: v for k, v in agent.config.devices.items() if k not in ("door", "strip")}
     mark = time.monotonic()
-    make_bridge(broker.port, "loft", devices=fewer).start()
+    second = make_bridge(broker.port, "loft", devices=fewer)
+    second.start()
     stubbed = ha.wait_for(
         "homeassistant/device/loft/config",
         lambda m: "gpio_door" in m.json()["cmps"],
@@ -685,7 +686,7 @@ def test_a_device_that_left_the_config_is_dropped_and_clear_removes_everything(
     assert stubbed["cmps"]["gpio_strip"] == {"p": "light"}
     assert stubbed["cmps"]["gpio_lamp"]["p"] == "switch"
 
-    cleared = clear_discovery(settings_for(broker.port, "loft"), None)
+    cleared = second.remove()  # stop, then clear_discovery()
     assert cleared >= 3  # discovery, availability, states
     assert retained(broker.port, "pi-agent/loft/#") == {}
     assert "homeassistant/device/loft/config" not in retained(broker.port, "homeassistant/#")
@@ -772,6 +773,8 @@ def test_check_broker_says_what_is_wrong(tmp_path):
     port = free_port()
     ok, detail = check_broker(settings_for(port, "x"), None, timeout=TIMEOUT)
     assert not ok and f"cannot reach 127.0.0.1:{port}" in detail and "mqtt.host" in detail
+    with pytest.raises(ConnectionError, match="cannot reach the MQTT broker"):
+        clear_discovery(settings_for(port, "x"), None, timeout=TIMEOUT)
     missing = str(tmp_path / "none.pem")
     bad_ca = settings_for(port, "x", tls=MqttTlsSettings(enabled=True, ca_file=missing))
     ok, detail = check_broker(bad_ca, None)
