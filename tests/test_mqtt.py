@@ -85,8 +85,10 @@ class Agent:
         self.devices = Devices(config, pin_factory=self.factory)
         self.requests: queue.Queue[ControlRequest] = queue.Queue()
         self.applied: list[tuple[str, str, dict]] = []
+        self.threads: set[str] = set()  # where submit and command_device were called
 
     def submit(self, request: ControlRequest) -> None:
+        self.threads.add(threading.current_thread().name)
         if request.request["cmd"] == "status":
             request.respond({"ok": True, "status": STATUS})
             return
@@ -96,6 +98,7 @@ class Agent:
         return self.requests.get(timeout=TIMEOUT)
 
     def command_device(self, name: str, verb: str, args: dict) -> dict:
+        self.threads.add(threading.current_thread().name)
         device, kind = self.devices.get(name), self.devices.kind(name)
         peak = MAX_LEVEL.get(name, 1.0)
         if verb == "on":
@@ -326,6 +329,7 @@ def test_mute_volume_talk_say_arrive_as_control_requests(broker, ha, make_bridge
     refused.respond({"ok": False, "error": "the microphone is missing"})
     wait_until(lambda: "the microphone is missing" in caplog.text, what="the refusal logged")
     assert "too late" not in caplog.text
+    assert agent.threads == {"pi-agent-mqtt"}  # never paho's network thread
 
 
 BAD_COMMANDS = [
@@ -475,6 +479,7 @@ def test_lamp_switches_through_the_device_layer_and_bounds_hold(
     ha.publish(f"{base}/blind/set", "80")  # within -90..90, outside the tool's -45..45
     assert ha.wait_for(f"{base}/blind", after=mark).text == "30"
     assert agent.devices.get("blind").angle == pytest.approx(30)
+    assert agent.threads == {"pi-agent-mqtt"}
 
 
 def test_inputs_and_observed_device_changes_are_published(broker, ha, make_bridge, agent):
@@ -856,3 +861,47 @@ DEVICES_KINDS = (
     "servo",
     "input",
 )
+
+
+def test_a_fleet_of_ten_on_one_broker(tmp_path):
+    """Ten agents, one broker: all discovered, a command reaches only its own, all come back."""
+    own = Broker(tmp_path).start()
+    ha = HomeAssistant(own.port).start()
+    got: dict[str, queue.Queue] = {f"room{i}": queue.Queue() for i in range(10)}
+    fleet = [
+        MqttBridge(
+            settings_for(own.port, dev_id),
+            submit=inbox.put,
+            command_device=lambda n, v, a: {},
+            devices={},
+            device_states=dict,
+            password=None,
+            version="1",
+        )
+        for dev_id, inbox in got.items()
+    ]
+    try:
+        for bridge in fleet:
+            bridge.start()
+        for dev_id in got:
+            discovered(ha, dev_id)
+            ha.wait_for(f"pi-agent/{dev_id}/availability", lambda m: m.text == "online")
+        for inbox in got.values():  # each asked its agent for a status on connecting
+            assert inbox.get(timeout=TIMEOUT).request == {"cmd": "status"}
+        ha.publish("pi-agent/room7/mute/set", "ON")
+        assert got["room7"].get(timeout=TIMEOUT).request == {"cmd": "mute"}
+        ha.publish("pi-agent/room3/mute/set", "OFF")  # a barrier for room3 and the broker
+        assert got["room3"].get(timeout=TIMEOUT).request == {"cmd": "unmute"}
+        assert all(q.empty() for q in got.values())
+        own.kill()
+        wait_until(lambda: not any(b.connected for b in fleet), what="all to notice")
+        back = time.monotonic()
+        own.start()
+        for dev_id in got:
+            ha.wait_for(f"homeassistant/device/{dev_id}/config", after=back, timeout=10)
+            ha.wait_for(f"pi-agent/{dev_id}/availability", after=back, timeout=10)
+    finally:
+        for bridge in fleet:
+            bridge.stop()
+        ha.stop()
+        own.stop()
