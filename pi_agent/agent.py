@@ -88,8 +88,8 @@ class Agent(ModelAnswers, Commands):
         self.parts = parts
         self.link = link
         self._clock = clock
-        self.inbox = inbox or Inbox()
-        self.uplink = uplink or Uplink(
+        self.inbox = inbox if inbox is not None else Inbox()
+        self.uplink = uplink if uplink is not None else Uplink(
             manual_activity=not config.live.hands_free,
             max_buffered_s=config.agent.max_buffered_speech_s,
         )

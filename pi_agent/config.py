@@ -285,6 +285,74 @@ class TimerSettings:
     )
 
 
+# --------------------------------------------------------------------------- mqtt
+
+_MQTT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_MQTT_TOPIC = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
+
+
+@dataclass(frozen=True)
+class MqttTlsSettings:
+    """TLS to the broker (the Mosquitto add-on's port 8883)."""
+
+    enabled: bool = opt(False, "Connect with TLS; usually with port 8883.")
+    ca_file: str | None = opt(
+        None, "CA bundle (PEM) the broker's certificate must chain to; null = the system's."
+    )
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Home Assistant over MQTT (docs/home-assistant.md); the password is never in the YAML."""
+
+    enabled: bool = opt(False, "Publish to an MQTT broker with Home Assistant discovery.")
+    host: str = opt("homeassistant.local", "Broker host name or address.")
+    port: int = opt(1883, "Broker port (1883 plain, 8883 TLS).", min=1, max=65535)
+    tls: MqttTlsSettings = opt(MqttTlsSettings, "TLS to the broker.")
+    username: str | None = opt(None, "Broker user name; null = anonymous.")
+    password_file: str | None = opt(
+        None,
+        "File holding the broker password (first line); else systemd credential mqtt-password.",
+    )
+    device_id: str | None = opt(
+        None, "This agent's id in topics and Home Assistant ([A-Za-z0-9_-]); null = the hostname."
+    )
+    name: str | None = opt(None, "Device name shown in Home Assistant; null = the device_id.")
+    discovery_prefix: str = opt("homeassistant", "Home Assistant's discovery prefix.")
+    base_topic: str = opt(
+        "pi-agent", "State and command topics live under <base_topic>/<device_id>/."
+    )
+    keepalive_s: int = opt(60, "Seconds between keep-alive pings to the broker.", min=5, max=3600)
+    backoff_initial_s: float = opt(
+        1.0, "First reconnect delay after the broker went away.", min=0.1, max=60
+    )
+    backoff_max_s: float = opt(
+        8.0,
+        "Longest reconnect delay (entities are back within ~10 s of the broker).",
+        min=1,
+        max=600,
+    )
+    device_poll_s: float | None = opt(
+        1.0,
+        "Re-read GPIO devices this often to report changes (door inputs); null = events only.",
+        min=0.1,
+        max=60,
+    )
+
+    def __post_init__(self) -> None:
+        # Checked here so the rule lives with the section (the loader names the section).
+        if self.device_id is not None and not _MQTT_ID.fullmatch(self.device_id):
+            raise ValueError(f"device_id {self.device_id!r} may only hold A-Z a-z 0-9 _ - (1-64)")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must not be below backoff_initial_s")
+        for key in ("discovery_prefix", "base_topic"):
+            value = getattr(self, key)
+            if not _MQTT_TOPIC.fullmatch(value):
+                raise ValueError(
+                    f"{key} {value!r} must be topic levels of A-Z a-z 0-9 _ - separated by /"
+                )
+
+
 # --------------------------------------------------------------------------- agent
 
 
@@ -343,6 +411,7 @@ class Config:
     timers: TimerSettings = opt(TimerSettings, "Timers, alarms and reminders.")
     control: ControlSettings = opt(ControlSettings, "Local control socket.")
     agent: AgentSettings = opt(AgentSettings, "Agent behaviour.")
+    mqtt: MqttSettings = opt(MqttSettings, "Home Assistant over MQTT.")
 
 
 # --------------------------------------------------------------------------- loader

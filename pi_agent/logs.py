@@ -181,14 +181,3 @@ def setup_logging(level: str | int = "INFO", stream: TextIO | None = None) -> lo
     root.setLevel(level if isinstance(level, int) else level.upper())
     return handler
 
-
-_UNSAFE = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
-_UNSAFE.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
-_UNSAFE.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
-
-
-def escape(text: object, limit: int = 500) -> str:
-    """Untrusted text made safe for one log line: control characters become visible
-    escapes (no forged journal lines), lone surrogates are replaced, long text is cut."""
-    s = str(text).encode("utf-8", "backslashreplace").decode("utf-8").translate(_UNSAFE)
-    return s if len(s) <= limit else s[: limit - 1] + "…"

@@ -59,9 +59,8 @@ def test_agent_typed_turn_and_transcripts(server, tmp_path, caplog):
     server.replies.append(Reply(text="It is noon.", input_transcription=""))
     with RunningAgent(agent_config(server, tmp_path)) as run:
         run.wait_state(State.READY)
-        assert send_command(str(tmp_path / "control.sock"), {"cmd": "say", "text": "time?"}) == {
-            "ok": True
-        }
+        reply = send_command(str(tmp_path / "control.sock"), {"cmd": "say", "text": "time?"})
+        assert reply == {"ok": True, "turn": 1, "you": "", "gemini": "It is noon.", "tools": []}
         run.wait(lambda a: a.state is State.READY and a.turn == 1 and a.handle, what="turn done")
     assert subs(server) == ["activityStart", "text", "activityEnd"]
     assert "turn 1 you (typed): time?" in caplog.text
