@@ -9,6 +9,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from pi_agent.sim.fake_live import (
     FakeLiveServer,
     Reply,
 )
+from pi_agent.sim.malformed import MALFORMED_FRAMES
 
 TIMEOUT = 5.0
 KEY = "test-key-0123456789"
@@ -634,6 +636,37 @@ def test_fake_live_send_raw_and_malformed(server):
     with pytest.raises(json.JSONDecodeError):
         json.loads(data)
     ws.close()
+
+
+def test_fake_live_sends_every_malformed_frame_verbatim(server):
+    """The safety tests' catalogue goes out byte for byte, and the server keeps serving."""
+    assert len(MALFORMED_FRAMES) >= 20
+    assert len({name for name, _ in MALFORMED_FRAMES}) == len(MALFORMED_FRAMES)
+    ws = start(server)
+    for name, payload in MALFORMED_FRAMES:
+        # send() blocks until the kernel takes a big frame: read meanwhile
+        sender = threading.Thread(target=server.send_frame, args=(payload,))
+        sender.start()
+        assert ws.recv_data() == (websocket.ABNF.OPCODE_BINARY, payload), name
+        sender.join(TIMEOUT)
+    press(ws)
+    assert read_turn(ws)[-1]["serverContent"]["turnComplete"]
+    sent = server.sent_messages(conn_id=1)
+    assert sum(s.message is None for s in sent) == len(MALFORMED_FRAMES)
+    ws.close()
+
+
+def test_fake_live_text_frame_with_invalid_utf8(server):
+    ws = start(server)
+    server.send_frame(b'{"setupComplete":{}}', binary=False)
+    assert ws.recv_data() == (websocket.ABNF.OPCODE_TEXT, b'{"setupComplete":{}}')
+    server.send_frame(dict(MALFORMED_FRAMES)["invalid-utf8"], binary=False)
+    with pytest.raises(websocket.WebSocketException):  # websocket-client checks text frames
+        ws.recv_data()
+    ws.close()
+    assert server.wait_for(closed(server), TIMEOUT)
+    start(server).close()  # the server is unharmed
+    assert server.counters["setups"] == 2
 
 
 def test_fake_live_noise():

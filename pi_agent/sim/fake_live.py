@@ -388,6 +388,12 @@ class FakeLiveServer:
         else:
             session.send_raw(message)
 
+    def send_frame(self, payload: bytes, binary: bool = True, conn_id: int | None = None) -> None:
+        """Send ``payload`` verbatim as one frame; with ``binary`` False as a text frame whose
+        bytes are not checked, so it may carry invalid UTF-8 (see :mod:`pi_agent.sim.malformed`).
+        """
+        self._session(conn_id).send_raw(payload, text=not binary)
+
     def send_malformed(self, conn_id: int | None = None) -> None:
         """Send a frame that is not JSON (a truncated object)."""
         payload = '{"serverContent": {"modelTurn": '

@@ -167,10 +167,13 @@ class Session:
         data = json.dumps(message, separators=(",", ":"))
         self.send_raw(data if self.server.text_frames else data.encode(), message)
 
-    def send_raw(self, payload: str | bytes, message: dict[str, Any] | None = None) -> None:
+    def send_raw(
+        self, payload: str | bytes, message: dict[str, Any] | None = None, text: bool | None = None
+    ) -> None:
+        """Send one frame; ``text`` True sends bytes as a text frame, unchecked."""
         with self.send_lock:
             try:
-                self.conn.send(payload)
+                self.conn.send(payload, text=text)
             except ConnectionClosed:
                 raise ConnectionClosedError(f"connection {self.record.id} is closed") from None
             self.server._sent(self.record.id, message)

@@ -148,8 +148,9 @@ class _Link:
             with self.proxy._cond:
                 if self.abort or self.dead:
                     return True
-                self.epoch = self.proxy._epoch
-                self.proxy._cond.notify_all()
+                if self.epoch != self.proxy._epoch:
+                    self.epoch = self.proxy._epoch
+                    self.proxy._cond.notify_all()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return self._connect_failed(errno.ETIMEDOUT)
@@ -190,8 +191,9 @@ class _Link:
                 if self.abort:
                     return self.abort == "reset"
                 dead = self.dead
-                self.epoch = proxy._epoch
-                proxy._cond.notify_all()
+                if self.epoch != proxy._epoch:
+                    self.epoch = proxy._epoch
+                    proxy._cond.notify_all()
             if dead:
                 if self._watch_dead():
                     return False
@@ -294,6 +296,9 @@ class FaultProxy:
     space), ``reset`` (connections aborted by reset), ``blackholed`` (connections killed by a
     black hole, old and new), ``target_failed`` (the target could not be reached: the client is
     reset), ``bytes_up`` (client to target) and ``bytes_down``, ``closed`` (connections ended).
+
+    ``target`` is (host, port) of the real server; ``host`` (an IPv4 address) and ``port`` (0:
+    any free one) are where the proxy listens.
     """
 
     def __init__(
