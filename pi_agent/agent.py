@@ -53,6 +53,9 @@ from .turns import PendingTurn, Playback, TurnMetrics, Uplink
 
 log = logging.getLogger(__name__)
 
+_PART_NAMES = frozenset(
+    "devices light ptt toolbox runner sampler mic speaker control notifier".split()
+)
 MIC_STALL_S = 1.0  # no chunk for this long while the mic should deliver: a mic fault
 NETWORK_ERROR_AFTER = 4  # failed attempts in a row before the light says "network error"
 
@@ -190,8 +193,14 @@ class Agent(ModelAnswers, Commands):
 
     def wait_until(self, predicate: Callable[[Agent], bool], timeout: float) -> bool:
         """Block until ``predicate(agent)`` holds after some event (tests and the demo)."""
-        with self._changed:
-            return self._changed.wait_for(lambda: predicate(self), timeout)
+        deadline = time.monotonic() + timeout
+        with self._changed:  # woken after every event; also looks now and then, since
+            while not predicate(self):  # what it waits for may change off the agent thread
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(min(remaining, 0.02))
+        return True
 
     def stop(self) -> None:
         """Ask ``run()`` to shut down. Signal-safe: sets a flag and writes to a pipe."""
@@ -210,9 +219,11 @@ class Agent(ModelAnswers, Commands):
     def handle(self) -> str | None:
         return self.link.handle
 
-    @property
-    def devices(self) -> Any:
-        return self.parts.devices
+    def __getattr__(self, name: str) -> Any:
+        """``agent.speaker``, ``agent.mic``...: the parts, for tests and the demo."""
+        if name in _PART_NAMES:
+            return getattr(self.parts, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def _pending(self) -> PendingTurn | None:
