@@ -226,6 +226,12 @@ class Agent(ModelAnswers, Commands):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
+    def error_kind(self) -> str | None:
+        """Why the link is down (auth, model, network...), None while connected."""
+        problem = self.link.problem
+        return None if problem is None or self.link.is_open else problem.kind
+
+    @property
     def _pending(self) -> PendingTurn | None:
         return self.uplink.turn
 
@@ -580,7 +586,7 @@ class Agent(ModelAnswers, Commands):
         if retry.reason == "fatal":
             log.error("%s. %s", error, fix_for(error))
             self._on_release()
-            self._fail_pending(f"the session cannot be opened: {error}")
+            self._fail_pending(f"the session cannot be opened: {error.kind} error")
             return
         self.counters["reconnects"] += 1
         log.warning("connection lost (%s); retrying in %.1f s", error, retry.delay)

@@ -91,6 +91,7 @@ class ModelAnswers:
         wanted = self.answers.popleft() if self.answers else None
         self.playback.rearm()  # the next answer's first chunk is news again
         self.parts.speaker.end_turn()
+        self.speaking = self.speaking and self.parts.speaker.is_playing
         if wanted is False:
             self._transcript = {"user": [], "model": []}
             return

@@ -55,6 +55,8 @@ class Commands:
         elif cmd in ("mute", "unmute"):
             self._set_muted(cmd == "mute")
         elif cmd == "volume":
+            if self.parts.speaker.state == "off":
+                raise PiAgentError("there is no speaker (audio.backend is none)")
             volume = float(request["value"])
             if not 0.0 <= volume <= 1.0:
                 raise PiAgentError("volume must be between 0 and 1")

@@ -26,14 +26,14 @@ def fix_for(error: SessionError) -> str:
     """One line telling the user what to do about an error that retrying cannot mend."""
     if error.kind == "auth":
         return (
-            "check the API key (GEMINI_API_KEY, live.api_key_file or the systemd credential); "
+            "Check the API key (GEMINI_API_KEY, live.api_key_file or the systemd credential); "
             "retrying every few minutes"
         )
     if error.kind == "model":
-        return "check live.model (e.g. gemini-3.8-live) and live.api_version; retrying slowly"
+        return "Check live.model (e.g. gemini-3.8-live) and live.api_version; retrying slowly"
     if error.kind == "config":
-        return "the server refused the session setup; check the config; retrying slowly"
-    return "retrying"
+        return "The server refused the session setup; check the config; retrying slowly"
+    return "Retrying"
 
 
 def setup_message(config: Config, parts: Parts, handle: str | None) -> dict[str, Any]:

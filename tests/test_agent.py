@@ -412,6 +412,7 @@ def test_agent_words_that_cannot_be_delivered_are_reported(server, tmp_path, cap
         run.wait_state(State.ERROR)
         assert run.agent.counters["lost_turns"] == 1
         assert run.agent.error_kind == "auth"
-    assert "turn 1 could not be delivered (the session cannot be opened); please ask again" in (
-        caplog.text
+    assert (
+        "turn 1 could not be delivered (the session cannot be opened: auth error); please ask again"
+        in caplog.text
     )

@@ -83,6 +83,7 @@ def test_service_ready_status_watchdog_and_sigterm(server, tmp_path):
                 "--socket",
                 str(tmp_path / "control.sock"),
                 "status",
+                "--json",
             ],
             capture_output=True,
             text=True,
