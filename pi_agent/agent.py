@@ -29,7 +29,6 @@ whatever the order of events:
 from __future__ import annotations
 
 import collections
-import enum
 import logging
 import threading
 import time
@@ -41,40 +40,37 @@ from . import protocol
 from .answers import ModelAnswers
 from .commands import Commands
 from .config import Config
-from .errors import ClosedError, PiAgentError, SessionError
+from .errors import ClosedError, PiAgentError
 from .events import Inbox
 from .ledger import ToolLedger
-from .link import Link, Retry
-from .logs import escape
+from .link import Link
+from .linking import LinkEvents
 from .parts import Parts
 from .session import LiveSession, MalformedMessage, SessionEnded
-from .status import build_status, fix_for, ms
+from .status import Display, State, build_status, fix_for, ms
 from .turns import PendingTurn, Playback, TurnMetrics, Uplink
 
 log = logging.getLogger(__name__)
 
 _PART_NAMES = frozenset(
-    "devices light ptt toolbox runner sampler mic speaker control notifier".split()
+    {
+        "devices",
+        "light",
+        "ptt",
+        "toolbox",
+        "runner",
+        "sampler",
+        "mic",
+        "speaker",
+        "control",
+        "notifier",
+    }
 )
 MIC_STALL_S = 1.0  # no chunk for this long while the mic should deliver: a mic fault
 NETWORK_ERROR_AFTER = 4  # failed attempts in a row before the light says "network error"
 
 
-class State(enum.Enum):
-    IDLE = "starting"
-    CONNECTING = "connecting"
-    READY = "ready"
-    LISTENING = "listening"
-    THINKING = "thinking"
-    SPEAKING = "speaking"
-    TOOL_RUNNING = "tool_running"
-    WORKING = "working"
-    RECONNECTING = "reconnecting"
-    RINGING = "ringing"
-    ERROR = "error"
-
-
-class Agent(ModelAnswers, Commands):
+class Agent(ModelAnswers, LinkEvents, Display, Commands):
     """The conversation state machine (see the module docstring)."""
 
     def __init__(
@@ -92,9 +88,13 @@ class Agent(ModelAnswers, Commands):
         self.link = link
         self._clock = clock
         self.inbox = inbox if inbox is not None else Inbox()
-        self.uplink = uplink if uplink is not None else Uplink(
-            manual_activity=not config.live.hands_free,
-            max_buffered_s=config.agent.max_buffered_speech_s,
+        self.uplink = (
+            uplink
+            if uplink is not None
+            else Uplink(
+                manual_activity=not config.live.hands_free,
+                max_buffered_s=config.agent.max_buffered_speech_s,
+            )
         )
         self.uplink.on_dead = lambda session: self.inbox.put(ev.Wake())
         self.playback = Playback(parts.speaker.play)
@@ -291,100 +291,6 @@ class Agent(ModelAnswers, Commands):
         due = [t for t in times if t is not None]
         return max(0.0, min(due) - now) if due else None
 
-    # ----------------------------------------------------------------- what is shown
-
-    def _derive(self) -> tuple[State, str, str | None]:
-        """(state, light pattern, cause) from the facts; the one place that decides."""
-        link, fatal = self.link, self.link.fatal
-        pending = self._pending
-        problem = link.problem
-        if self.ringing:
-            return State.RINGING, "listening", None
-        if self.talking:
-            return State.LISTENING, "listening", None
-        if fatal is not None:
-            light = "error_auth" if fatal.kind in ("auth", "model", "config") else "error_network"
-            return State.ERROR, light, f"{fatal} ({fix_for(fatal)})"
-        offline = not link.is_open
-        if offline and pending is not None and pending.ended and not pending.completed:
-            why = f": {problem}" if problem else ""
-            return State.RECONNECTING, "reconnecting", f"a question waits for the link{why}"
-        if self.ledger.running:
-            return State.TOOL_RUNNING, "tool_running", None
-        if self.speaking:
-            return State.SPEAKING, "speaking", None
-        if self.awaiting_since is not None:
-            return State.THINKING, "thinking", None
-        if self.working:
-            return State.WORKING, "thinking", None
-        if offline:
-            if not self._connected_once and link.attempt == 0:
-                return State.CONNECTING, "connecting", None
-            cause = str(problem) if problem else None
-            if link.attempt >= NETWORK_ERROR_AFTER:
-                return State.ERROR, "error_network", cause
-            return State.RECONNECTING, "reconnecting", cause
-        if self._audio_problems():
-            return State.READY, "error_audio", "; ".join(self._audio_problems())
-        return State.READY, "muted" if self.muted else "ready", None
-
-    def _audio_problems(self) -> list[str]:
-        return [
-            f"{part}: {state}" + (f" ({escape(detail, 120)})" if detail else "")
-            for part, (state, detail) in self.part_states.items()
-            if part in ("mic", "speaker") and state in ("missing", "error", "fault", "stalled")
-        ]
-
-    def problems(self) -> list[dict[str, str]]:
-        """What is degraded right now, for status, systemd and observers."""
-        out = [
-            {"part": part, "problem": state, "detail": detail}
-            for part, (state, detail) in self.part_states.items()
-            if state in ("missing", "error", "fault", "stalled")
-        ]
-        problem = self.link.problem
-        if problem is not None and not self.link.is_open:
-            part = {"auth": "key", "model": "model", "config": "model"}.get(problem.kind, "network")
-            out.append({"part": part, "problem": problem.kind, "detail": str(problem)})
-        return out
-
-    def _refresh(self) -> None:
-        state, light, cause = self._derive()
-        problems = self.problems()
-        shown = (state, light, cause, self.muted, tuple(p["detail"] for p in problems))
-        if shown == self._shown:
-            return
-        self._shown = shown
-        if state is not self.state:
-            log.info("turn %d: %s%s", self.turn, state.value, f" ({cause})" if cause else "")
-            self.transitions.append(state)
-        self.state, self.light_state = state, light
-        try:
-            self.parts.light.show(light)
-        except Exception:
-            log.exception("status light failed")
-        text = state.value + (" (muted)" if self.muted else "")
-        if cause or problems:
-            text += ": " + (cause or "; ".join(f"{p['part']} {p['problem']}" for p in problems))
-        self.parts.notifier.status(text)
-        self._publish(
-            {
-                "event": "state",
-                "state": state.value,
-                "light": light,
-                "cause": cause,
-                "problems": problems,
-                "muted": self.muted,
-            }
-        )
-
-    def _publish(self, event: dict[str, Any]) -> None:
-        for observer in self.parts.observers:
-            try:
-                observer(event)
-            except Exception:
-                log.exception("observer %r failed", observer)
-
     # ----------------------------------------------------------------- the user
 
     def _on_press(self, event: ev.Press) -> None:
@@ -511,130 +417,6 @@ class Agent(ModelAnswers, Commands):
 
     def _stop_ringing(self) -> None:
         self.ringing.clear()
-
-    # ----------------------------------------------------------------- the link
-
-    def _maybe_connect(self) -> None:
-        if self._stop_requested or not self.link.due():
-            return
-        self.link.open(self._setup_for)
-
-    def _setup_for(self, handle: str | None) -> dict[str, Any]:
-        from .status import setup_message
-
-        return setup_message(self.config, self.parts, handle)
-
-    def _urgent(self) -> bool:
-        pending = self._pending
-        return self.talking or (pending is not None and not pending.completed)
-
-    def _on_connected(self, event: ev.Connected) -> None:
-        session = event.session
-        if self._stop_requested:
-            self.link.discard(session)
-            return
-        if self.link.is_open and self._in_flight():
-            # A turn is in flight on the old connection; the new one would resume from a
-            # handle older than that turn. Drop it and roll over when the turn is done.
-            log.info("roll-over deferred until turn %d is complete", self.turn)
-            self.link.discard(session)
-            self.link.rollover_pending = True
-            return
-        old = self.link.adopt(session, event.handle, event.credentials)
-        if old is not None:
-            self.counters["rollovers"] += 1
-            old.close()
-            log.info("rolled over to a new connection (resumed=%s)", self.link.resumed)
-        took = self.link.reconnect_took_ms()
-        if took is not None:
-            self.reconnect_durations_ms = [*self.reconnect_durations_ms[-99:], took]
-            log.info("reconnected after %.0f ms (resumed=%s)", took, self.link.resumed)
-        self.parts.ready_gate.session_ready()
-        if not self._connected_once:
-            self._connected_once = True
-            self.parts.speaker.play_chime("connected")
-        self._publish({"event": "connection", "connected": True})
-        if self.config.live.hands_free:
-            self.playback.open(session)
-            if not self.muted:
-                self.uplink.stream(True)
-                self.parts.mic.start_capture(gated=True)
-        pending = self._pending
-        if pending is not None and pending.completed:
-            self.uplink.forget()  # answered already; only its handle was missing
-        resent = self.uplink.attach(session, resend=True)
-        if resent is not None:
-            self.counters["resent_turns"] += 1
-            if resent.ended:
-                self._expect_answer(self._clock())
-
-    def _on_connect_failed(self, event: ev.ConnectFailed) -> None:
-        error = event.error
-        self._link_failed(self.link.connect_failed(error, urgent=self._urgent()), error)
-
-    def _link_failed(self, retry: Retry, error: SessionError) -> None:
-        """Show what the link decided after a failed connect or a lost connection."""
-        if self._stop_requested:
-            return
-        if retry.reason == "rollover":
-            log.warning("roll-over connection failed (%s); trying again", error)
-            return
-        self.last_error = str(error)
-        if retry.reason == "handle":
-            log.warning("the server no longer knows our session; starting a fresh one")
-            return
-        if retry.reason == "fatal":
-            log.error("%s. %s", error, fix_for(error))
-            self._on_release()
-            self._fail_pending(f"the session cannot be opened: {error.kind} error")
-            return
-        self.counters["reconnects"] += 1
-        log.warning("connection lost (%s); retrying in %.1f s", error, retry.delay)
-
-    def _connection_gone(self) -> None:
-        self.uplink.detach()
-        self.playback.close()
-        self.answers.clear()
-        self.awaiting_since = None
-        self.working = False
-        self.parts.speaker.end_turn()  # what already arrived plays out
-        self._publish({"event": "connection", "connected": False})
-
-    def _session_ended(self, session: Any, error: SessionError | None) -> None:
-        if not self.link.lost(session):
-            return  # an old connection after a roll-over
-        self._connection_gone()
-        if self._stop_requested:
-            return
-        error = error or SessionError("the server closed the connection")
-        pending = self._pending
-        if pending is not None:
-            if error.kind == "protocol" and pending.resends >= 2:
-                self._fail_pending(f"the server refused it: {error}")
-            else:
-                log.info("turn %d not answered yet; keeping its words", pending.number)
-        self._link_failed(self.link.failed(error, urgent=self._urgent()), error)
-
-    def _in_flight(self) -> bool:
-        """The server's side of a turn is open (an answer still playing locally is not)."""
-        return self.talking or bool(self.answers) or self.ledger.running > 0
-
-    def _expect_answer(self, now: float) -> None:
-        self.answers.append(True)
-        self.awaiting_since = now
-        session = self.link.session
-        if session is not None:
-            self.playback.open(session)
-
-    def _fail_pending(self, why: str) -> None:
-        pending = self.uplink.forget()
-        if pending is None:
-            return
-        self.counters["lost_turns"] += 1
-        log.error("turn %d could not be delivered (%s); please ask again", pending.number, why)
-        self._publish({"event": "error", "part": "turn", "detail": f"turn {pending.number}: {why}"})
-        self.parts.speaker.play_chime("error")
-        self._answer_waiters({"ok": False, "error": f"not delivered: {why}"}, pending.number)
 
     def _check_deadlines(self) -> None:
         now = self._clock()

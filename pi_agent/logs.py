@@ -180,4 +180,3 @@ def setup_logging(level: str | int = "INFO", stream: TextIO | None = None) -> lo
     root.addHandler(handler)
     root.setLevel(level if isinstance(level, int) else level.upper())
     return handler
-
