@@ -110,7 +110,7 @@ class ThreadConnector:
                 name=request.name,
                 resuming=request.handle is not None,
             )
-            session.open()
+            session.open(start=False)
         except SessionError as exc:
             self._emit(ConnectFailed(exc))
             return

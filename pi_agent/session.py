@@ -251,8 +251,9 @@ class LiveSession:
 
     # ----------------------------------------------------------------- lifecycle
 
-    def open(self) -> None:
-        """Connect, send ``setup`` and wait for ``setupComplete`` (no threads yet)."""
+    def open(self, *, start: bool = True) -> None:
+        """Connect, send ``setup``, wait for ``setupComplete``; then :meth:`start` unless told not
+        to (the agent's connector starts it only after announcing the session)."""
         if self._closing or self._ws is not None:
             raise ClosedError("a LiveSession opens once; make a new one to reconnect")
         try:
@@ -280,6 +281,8 @@ class LiveSession:
         ws.settimeout(None)
         self.last_rx = self._progress_at = time.monotonic()
         self.ready.set()
+        if start:
+            self.start()
 
     def start(self) -> None:
         """Start the reader and the writer; events before this are delivered first."""

@@ -158,7 +158,7 @@ def test_protocol_client_messages_match_the_sdk_types():
         p.client_content([("user", "hi")]),
     ]
     # The SDK's setup type has no realtimeInputConfig (its converter adds it, as the wire
-    # capture in shared/testing-without-hardware.md shows): check that part on its own type.
+    # capture of the google-genai SDK's frames shows): check that part on its own type.
     realtime_config = setup["setup"].pop("realtimeInputConfig")
     types.RealtimeInputConfig.model_validate_json(json.dumps(realtime_config))
     for message in messages:

@@ -2,7 +2,7 @@
 
 Google's front end parses every client message with a strict proto3 JSON parser and closes
 the WebSocket on the first thing it cannot place, so a client that is wrong in one field
-fails in production with nothing but a close frame (live-protocol.md §2, §7). pi-agent's
+fails in production with nothing but a close frame (docs/live-protocol.md). pi-agent's
 own tests only catch that if the fake server rejects the same messages, with the same code
 and reason. This module is that rulebook, kept apart from :mod:`pi_agent.sim.fake_live`
 (the server, its sessions and its scripting), which calls it for every message:
@@ -12,14 +12,14 @@ and reason. This module is that rulebook, kept apart from :mod:`pi_agent.sim.fak
   declarations, the OpenAPI ``Schema`` subset, ``clientContent``, ``realtimeInput``,
   ``toolResponse``), from PROTO ``generative_service.proto`` @ bc7e3baa and
   ``content.proto`` @ c76b7407, plus the newer fields that PYSDK v2.19.0 (2026-08-19)
-  sends (live-protocol.md §3, §16).
-- proto3 JSON parsing (§2): camelCase and snake_case names at every level, enums by name
+  sends (docs/live-protocol.md).
+- proto3 JSON parsing: camelCase and snake_case names at every level, enums by name
   (Schema ``type`` in any case) or number, int64 as numbers or strings, bytes in standard or
   URL-safe base64. An unknown or duplicate field, a wrong type or a second top-level key
   -> 1007 ``Invalid JSON payload received. ...`` with the proto (snake_case) path, as
-  observed in google-gemini/cookbook#775 and googleapis/js-genai#696 (§7). Unknown schema
+  observed in google-gemini/cookbook#775 and googleapis/js-genai#696. Unknown schema
   keys such as ``readOnly`` are rejected too (livekit/agents#7349).
-- Setup rules (§3.1, §10; sources GUIDE, M31, M38, TOOLS, REF): one AUDIO response
+- Setup rules (sources: the model pages, the Live guide, REF): one AUDIO response
   modality; the ``generationConfig`` fields Live rejects; no multi-speaker voices; no
   code execution, URL context or Maps tools; function names ``[a-zA-Z_][a-zA-Z0-9_-]{0,62}``,
   unique per tool; no OBJECT schema with empty ``properties``; ``enableAffectiveDialog``
@@ -60,7 +60,7 @@ DOCUMENTED_MODELS = (
     "gemini-2.5-flash-native-audio-preview-12-2025",
     "gemini-2.5-flash-native-audio-preview-09-2025",
 )
-"""The models live-protocol.md §9-10 documents; the per-model rules apply to these only."""
+"""The models docs/live-protocol.md documents; the per-model rules apply to these only."""
 _FUNC_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_-]{0,62}")
 
 
@@ -83,7 +83,7 @@ def invalid(detail: str = "") -> Invalid:
     return Invalid(1007, INVALID_ARGUMENT)
 
 
-# --- proto3 JSON names and bytes (live-protocol.md §2) ------------------------------------------
+# --- proto3 JSON names and bytes (docs/live-protocol.md) ------------------------------------------
 
 
 def snake_case(name: str) -> str:
@@ -112,7 +112,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-# --- proto3 JSON schema of client messages (live-protocol.md §3) -------------------------------
+# --- proto3 JSON schema of client messages (docs/live-protocol.md) -------------------------------
 
 
 class _Scalar:
@@ -238,7 +238,7 @@ _TOOL = _Msg(
             "GoogleSearch",
             {"timeRangeFilter": _Msg("Interval", {"startTime": _STR, "endTime": _STR})},
         ),
-        # Valid Tool fields that Live models reject (§3.1): checked after parsing.
+        # Valid Tool fields that Live models reject: checked after parsing.
         "codeExecution": _STRUCT,
         "urlContext": _STRUCT,
         "googleMaps": _STRUCT,
@@ -290,7 +290,7 @@ _GENERATION_CONFIG = _Msg(
         "translationConfig": _Msg(
             "TranslationConfig", {"targetLanguageCode": _STR, "echoTargetLanguage": _BOOL}
         ),
-        # Valid GenerationConfig fields rejected for Live (§3.1): checked after parsing.
+        # Valid GenerationConfig fields rejected for Live: checked after parsing.
         "responseLogprobs": _BOOL,
         "responseMimeType": _STR,
         "logprobs": _INT32,
@@ -505,7 +505,7 @@ def parse_client_message(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return kind, parsed.get(kind, {})
 
 
-# --- setup rules (live-protocol.md §3.1, §10) ---------------------------------------------------
+# --- setup rules (docs/live-protocol.md) ---------------------------------------------------
 
 
 def check_setup(setup: dict[str, Any], model_id: str, api_version: str) -> None:
@@ -520,7 +520,7 @@ def check_setup(setup: dict[str, Any], model_id: str, api_version: str) -> None:
 
 
 def _check_model_rules(model_id: str, setup: dict[str, Any], api_version: str) -> None:
-    """Per-model rules of live-protocol.md §10, for the models it documents."""
+    """Per-model rules of docs/live-protocol.md, for the models it documents."""
     gen = setup.get("generationConfig", {})
     modalities = gen.get("responseModalities", [])
     if len(modalities) > 1 or any(m not in ("AUDIO", "MODALITY_UNSPECIFIED") for m in modalities):
@@ -547,7 +547,7 @@ def _check_model_rules(model_id: str, setup: dict[str, Any], api_version: str) -
 
 def _check_tool(model_id: str, tool: dict[str, Any]) -> None:
     if any(name in tool for name in ("codeExecution", "urlContext", "googleMaps")):
-        raise invalid()  # not supported by Live models (§3.1)
+        raise invalid()  # not supported by Live models
     names: set[str] = set()
     for decl in tool.get("functionDeclarations", []):
         name = decl.get("name", "")
