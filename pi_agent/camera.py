@@ -377,7 +377,7 @@ class FrameSampler(Worker):
             with self._lock:
                 talking, gen = self._talking, self._talk_gen
             if not talking:
-                self._wait(self._changed, None)  # until start_talking, stop_talking or stop
+                self._wait(self._changed, None)  # no timer: until a press, a release or stop
                 self._changed.clear()
                 continue
             now = self.clock()

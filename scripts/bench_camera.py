@@ -9,6 +9,10 @@ wrapper, and the FrameSampler's hand-off through its io thread (``look``).
 A Pi 4 core is several times slower than an x86 core; the ratios travel
 better than the milliseconds.
 
+Last, the import footprint: the peak RSS of a fresh interpreter that imports
+``pi_agent.camera``, and of one that also builds the synthetic backend (numpy
+and simplejpeg load only then).
+
     .venv/bin/python scripts/bench_camera.py [--frames 200 --repeats 5] [--width 640 --height 480]
 """
 
@@ -18,6 +22,7 @@ import argparse
 import base64
 import dataclasses
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -57,6 +62,43 @@ def measure(fn: Callable[[], object], frames: int, repeats: int) -> tuple[float,
         )
         best = min(best, run)
     return best
+
+
+def peak_rss_mb(code: str) -> float:
+    """Peak RSS (MB) of a fresh interpreter that runs ``code`` in the repository.
+
+    Read from /proc (VmHWM, per address space): ``ru_maxrss`` would carry over
+    the peak of this, the forking, process.
+    """
+    script = (
+        f"{code}\nfrom pathlib import Path\n"
+        "print(next(line for line in Path('/proc/self/status').read_text().splitlines()"
+        " if line.startswith('VmHWM:')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return int(out.split()[-2]) / 1024  # "VmHWM:  16804 kB"
+
+
+def import_footprint() -> str:
+    """One line: peak RSS after ``import pi_agent.camera``, without and with a backend built."""
+    imported = "import pi_agent.camera"
+    built = (
+        f"{imported}\nfrom pi_agent.config import CameraSettings\n"
+        "pi_agent.camera.open_camera(CameraSettings(backend='synthetic'))"
+    )
+    runs = 3  # the lowest of a few fresh interpreters
+    bare = min(peak_rss_mb(imported) for _ in range(runs))
+    with_backend = min(peak_rss_mb(built) for _ in range(runs))
+    return (
+        f"peak RSS, fresh interpreter: import pi_agent.camera {bare:.1f} MB, "
+        f"+ synthetic backend built {with_backend:.1f} MB (encoder loaded)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sampler.stop()
         rotated_camera.close()
+    print(import_footprint())
     return 0
 
 
