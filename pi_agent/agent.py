@@ -100,6 +100,8 @@ class Agent(ModelAnswers, LinkEvents, Display, Commands):
         self.playback = Playback(parts.speaker.play)
         self.ledger = ToolLedger()
         self._stop_requested = False
+        #: Reads the config file again (SIGHUP); None when running on built-in defaults.
+        self.load_config: Callable[[], Config] | None = None
         self.stopped = threading.Event()
         self._changed = threading.Condition()
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -118,7 +120,7 @@ class Agent(ModelAnswers, LinkEvents, Display, Commands):
             ev.PartState: self._on_part_state,
             ev.CameraFrame: self._on_camera_frame,
             ev.TimerDue: self._on_timer_due,
-            ev.Reload: lambda e: log.info("reload requested"),
+            ev.Reload: self._on_reload,
             ev.Wake: lambda e: None,
         }
         # What the user sees is derived from these facts:
@@ -202,8 +204,9 @@ class Agent(ModelAnswers, LinkEvents, Display, Commands):
                 self._changed.wait(min(remaining, 0.02))
         return True
 
-    def stop(self) -> None:
+    def stop(self, reason: str | None = None) -> None:
         """Ask ``run()`` to shut down. Signal-safe: sets a flag and writes to a pipe."""
+        self._stop_reason = reason
         self._stop_requested = True
         self.inbox.put(ev.Wake())
 
@@ -538,7 +541,8 @@ class Agent(ModelAnswers, LinkEvents, Display, Commands):
 
     def _shutdown(self) -> int:
         """Stop producers first, then the link, then consumers, then the pins."""
-        log.info("shutting down")
+        reason = getattr(self, "_stop_reason", None)
+        log.info("%sshutting down", f"{reason} received; " if reason else "")
         self.parts.notifier.stopping()
         clean = self.parts.stop_producers()
         self.link.close(1.0)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,33 +39,59 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the agent until SIGINT/SIGTERM."""
+    """Run the agent until SIGINT/SIGTERM/SIGHUP (SIGHUP reloads the config)."""
     from .parts import build_agent
 
-    config = _load(args)
+    path = _config_path(getattr(args, "config", None))
+    config = load_config(path)
     setup_logging(args.log_level or config.agent.log_level)
+    if path is None:
+        log.warning(
+            "no config file (looked at --config, $PI_AGENT_CONFIG and %s): running on the "
+            "built-in defaults; see config/pi-agent.yaml",
+            DEFAULT_CONFIG_PATH,
+        )
     api_key = None if config.live.token_command else resolve_api_key(config.live)
     add_secret(api_key)
+    log.info("%s", startup_summary(config, path))
     agent = build_agent(config, api_key=api_key)
+    if path is not None:
+        agent.load_config = lambda: load_config(path)
     return run_until_signal(agent)
 
 
+def startup_summary(config: Config, path: str | None) -> str:
+    """One line for the journal: what this agent is and what it will use."""
+    devices = ", ".join(f"{n} ({d.kind})" for n, d in config.devices.items()) or "none"
+    tools = ", ".join(t.name for t in config.tools) or "none"
+    audio = (
+        "none"
+        if config.audio.backend == "none"
+        else f"in {config.audio.input_device!r}, out {config.audio.output_device!r}"
+    )
+    camera = "none" if config.camera.backend == "none" else f"{config.camera.backend}"
+    mode = "hands-free" if config.live.hands_free else f"push-to-talk ({config.ptt.mode})"
+    return (
+        f"pi-agent {__version__} starting: config {path or 'built-in defaults'}; "
+        f"model {config.live.model}; {mode}; audio {audio}; camera {camera}; "
+        f"devices {devices}; tools {tools}"
+    )
+
+
 def run_until_signal(agent: Any) -> int:
-    """Run ``agent.run()`` on this thread; SIGINT/SIGTERM only ask it to stop."""
-    previous = {}
+    """Run ``agent.run()`` on this thread; signals only put events (never block)."""
+    from .events import Reload, Signals
 
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("%s received", signal.Signals(signum).name)
-        agent.stop()
+    def stop(name: str) -> None:
+        agent.stop(name)
 
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, on_signal)
+    reload = (lambda: agent.inbox.put(Reload())) if hasattr(agent, "inbox") else None
+    signals = Signals(stop, reload)
+    signals.install()
     try:
         return agent.run()
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        signals.restore()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -7,11 +7,12 @@ when the model's answer is complete (or the turn is lost).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
-from .errors import PiAgentError
+from .errors import ConfigError, PiAgentError
 from .logs import escape
 from .turns import PendingTurn
 
@@ -92,3 +93,59 @@ class Commands:
             log.info("turn %d kept until the connection is back", self.turn)
             self.link.hurry()
         return self.turn
+
+    def _on_reload(self: Agent, event: ev.Reload) -> None:
+        """SIGHUP: validate the file first; apply what can be applied live.
+
+        A bad file keeps the running config (and says why). Live settings take
+        effect on a new connection (resumed, unless the model changed); agent
+        settings, the volume and the log level at once; changes to hardware,
+        tools, control or MQTT need a restart, which the log says.
+        """
+        notifier = self.parts.notifier
+        if self.load_config is None:
+            log.warning("reload: running on built-in defaults, there is no config file to reload")
+            return
+        notify = getattr(notifier, "notify", None)
+        if notify is not None:
+            notify(RELOADING=1)
+        try:
+            new = self.load_config()
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", "; ".join(exc.problems))
+            self._publish({"event": "error", "part": "config", "detail": "; ".join(exc.problems)})
+            if notify is not None:
+                notify(READY=1)
+            return
+        old = self.config
+        changed = [
+            f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name)
+        ]
+        audio = dataclasses.replace(old.audio, volume=new.audio.volume)
+        later = [name for name in changed if name not in ("live", "agent", "audio")]
+        if audio != new.audio:
+            later.append("audio")
+        self.config = dataclasses.replace(old, live=new.live, agent=new.agent, audio=audio)
+        if new.audio.volume != old.audio.volume:
+            self.parts.speaker.volume = new.audio.volume
+        logging.getLogger().setLevel(new.agent.log_level.upper())
+        if "live" in changed:
+            if new.live.model != old.live.model:
+                log.info("reload: the model changed; starting a fresh session")
+                old_session = self.link.restart()
+                self._connection_gone()
+                if old_session is not None:
+                    old_session.close()
+            elif self._in_flight():
+                self.link.rollover_pending = True
+            else:
+                self.link.schedule(0.0)  # a new connection with the new setup, resumed
+        if later:
+            log.warning(
+                "reload: changes to %s take effect after a restart"
+                " (sudo systemctl restart pi-agent)",
+                ", ".join(sorted(later)),
+            )
+        log.info("config reloaded (%s)", ", ".join(changed) or "no changes")
+        if notify is not None:
+            notify(READY=1)

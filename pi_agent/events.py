@@ -221,7 +221,7 @@ class Signals:
     signal-safe (``Agent.stop`` only sets a flag and puts on the inbox).
     """
 
-    def __init__(self, stop: Callable[[], None], reload: Callable[[], None] | None) -> None:
+    def __init__(self, stop: Callable[[str], None], reload: Callable[[], None] | None) -> None:
         self._stop = stop
         self._reload = reload
         self._previous: dict[int, Any] = {}
@@ -238,11 +238,12 @@ class Signals:
     def _on_signal(self, signum: int, _frame: object) -> None:
         import signal
 
-        self.received.append(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        self.received.append(name)
         if signum == signal.SIGHUP and self._reload is not None:
             self._reload()
         else:
-            self._stop()
+            self._stop(name)
 
     def restore(self) -> None:
         import signal

@@ -338,11 +338,13 @@ class LiveSession:
                 pass
         self._abort_socket()
         for thread in (self._writer, self._reader):
-            if thread is not None and thread is not threading.current_thread():
+            if thread is not None and thread.ident is not None:
+                if thread is threading.current_thread():
+                    continue
                 thread.join(timeout)
                 if thread.is_alive():
                     log.error("%s did not stop within %.1f s", thread.name, timeout)
-        if self._reader is None:
+        if self._reader is None or self._reader.ident is None:
             self._abort_socket(release=True)
             self.closed.set()
 
