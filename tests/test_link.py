@@ -21,15 +21,11 @@ class EndedSession:
 
 def make_link(clock, **agent):
     config = parse_config({"agent": {"backoff_initial_s": 0.5, "backoff_max_s": 30, **agent}})
-    return Link(
-        config.live,
-        config.agent,
-        credentials=lambda: None,
-        sslopt={},
-        on_event=lambda s, e: None,
-        report=lambda k, p: None,
-        clock=clock,
-    )
+    class Connector:
+        def open(self, request):
+            pass
+
+    return Link(config.live, config.agent, Connector(), clock=clock)
 
 
 def test_link_backoff_doubles_with_jitter_and_is_capped():

@@ -787,7 +787,7 @@ def test_check_broker_says_what_is_wrong(tmp_path):
 
 
 def test_tls_with_the_brokers_ca(tmp_path):
-    from pi_agent.sim.fake_live import _make_certificates
+    from pi_agent.sim.certs import make_certificates as _make_certificates
 
     ca, cert, key = _make_certificates(str(tmp_path))
     secure = Broker(tmp_path, tls=(ca, cert, key)).start()

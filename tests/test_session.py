@@ -267,7 +267,18 @@ def test_session_close_classification():
     )
     err = classify_close(1008, "Your API key was reported as leaked. Please use another API key.")
     assert not err.retryable and err.kind == "auth"
-    assert not classify_close(1007, "Invalid JSON payload received.").retryable
+    setup = classify_close(1007, "Invalid JSON payload received.", during_setup=True)
+    assert not setup.retryable and setup.kind == "config"
+    # After setup a 1007 refused one of our messages: our mistake, not the key or model.
+    mid = classify_close(1007, "Request contains an invalid argument.", during_setup=False)
+    assert mid.retryable and mid.kind == "protocol"
+    # On a resuming setup it means the session is gone: start fresh, once.
+    resuming = classify_close(
+        1007, "Request contains an invalid argument.", during_setup=True, resuming=True
+    )
+    assert isinstance(resuming, HandleRefusedError)
+    model = classify_close(1008, "models/x is not found for API version v1beta", during_setup=True)
+    assert model.kind == "model" and not model.retryable
     quota = classify_close(1011, "RESOURCE_EXHAUSTED: quota")
     assert quota.retryable and quota.kind == "quota"
     assert classify_close(1011, "Internal error occurred.").retryable
