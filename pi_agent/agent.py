@@ -556,6 +556,7 @@ class Agent(ModelAnswers, LinkEvents, Display, Commands):
         for _turn, respond in self._say_waiters:
             respond({"ok": False, "error": "the agent is stopping"})
         self._say_waiters = []
+        self.inbox.close()
         with self._changed:
             self._changed.notify_all()
         log.info("stopped")

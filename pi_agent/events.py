@@ -166,6 +166,8 @@ class Inbox:
     def put(self, event: object) -> None:
         """Queue ``event`` and wake the agent (any thread, or a signal handler)."""
         self._items.append(event)
+        if self._closed:
+            return
         try:
             os.write(self._write_fd, b"\0")
         except BlockingIOError:
