@@ -45,6 +45,7 @@ from .events import Inbox
 from .ledger import ToolLedger
 from .link import Link
 from .linking import LinkEvents
+from .logs import escape
 from .parts import Parts
 from .session import LiveSession, MalformedMessage, SessionEnded
 from .status import Display, State, build_status, fix_for, ms
@@ -67,7 +68,8 @@ _PART_NAMES = frozenset(
     }
 )
 MIC_STALL_S = 1.0  # no chunk for this long while the mic should deliver: a mic fault
-NETWORK_ERROR_AFTER = 4  # failed attempts in a row before the light says "network error"
+RING_EVERY_S = 2.5  # a ringing timer chimes this often...
+RING_MAX_S = 60.0  # ...until a press, or for this long
 
 
 class Agent(ModelAnswers, LinkEvents, Display, Commands):
@@ -132,6 +134,7 @@ class Agent(ModelAnswers, LinkEvents, Display, Commands):
         self.working = False  # interactionStatus IN_PROGRESS (extended thinking)
         self.muted = False
         self.ringing: list[Any] = []
+        self._ring_started = self._ring_next = 0.0
         self.part_states: dict[str, tuple[str, str]] = {}
         self.turn = 0
         self.last_error: str | None = None
@@ -289,6 +292,8 @@ class Agent(ModelAnswers, LinkEvents, Display, Commands):
                 times.append(pending.ended_at + self.config.agent.pending_turn_ttl_s)
         if self.talking:
             times.append(now + MIC_STALL_S / 2)
+        if self.ringing:
+            times.append(min(self._ring_next, self._ring_started + RING_MAX_S))
         times.append(self.parts.watchdog.next_due())
         times.append(self.parts.ready_gate.next_due())
         due = [t for t in times if t is not None]
@@ -415,11 +420,36 @@ class Agent(ModelAnswers, LinkEvents, Display, Commands):
             self.parts.mic.start_capture(gated=True)
 
     def _on_timer_due(self, event: ev.TimerDue) -> None:
-        self.ringing.append(event.timer)
-        self.parts.speaker.play_chime("error")
+        """A timer rings locally (no network needed) until a press or ``RING_MAX_S``."""
+        timer = event.timer
+        log.info("timer ringing: %s", escape(getattr(timer, "label", timer), 100))
+        self.ringing.append(timer)
+        self._ring_started = self._ring_next = self._clock()
+        self._publish({"event": "timer", "state": "ringing", "label": getattr(timer, "label", "")})
+
+    def _ring(self) -> None:
+        now = self._clock()
+        if now - self._ring_started > RING_MAX_S:
+            log.info("nobody stopped the ringing timer; stopping it after %.0f s", RING_MAX_S)
+            self._stop_ringing()
+        elif now >= self._ring_next:
+            self.parts.speaker.play_chime("timer")
+            self._ring_next = now + RING_EVERY_S
 
     def _stop_ringing(self) -> None:
-        self.ringing.clear()
+        """One press stops every ringing timer (and starts no turn); then the model is told."""
+        rang, self.ringing = self.ringing, []
+        timers = self.parts.timers
+        for timer in rang:
+            self._publish(
+                {"event": "timer", "state": "stopped", "label": getattr(timer, "label", "")}
+            )
+            if timers is None:
+                continue
+            try:
+                self._say(timers.announcement(timer), source="timer")
+            except PiAgentError as exc:
+                log.warning("the model could not be told about the timer: %s", exc)
 
     def _check_deadlines(self) -> None:
         now = self._clock()
@@ -441,6 +471,8 @@ class Agent(ModelAnswers, LinkEvents, Display, Commands):
             session = self.link.session
             session.abort(dead)
             self._session_ended(session, dead)
+        if self.ringing:
+            self._ring()
         if self.talking and self.parts.mic.state == "ok":
             last = max(self.parts.mic.last_chunk_time or 0.0, self.talk_started or 0.0)
             if now - last > MIC_STALL_S:

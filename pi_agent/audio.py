@@ -269,6 +269,7 @@ CHIMES: dict[str, tuple[tuple[float, float], ...]] = {
     "release": ((990.0, 60), (660.0, 90)),
     "error": ((330.0, 110), (0.0, 50), (330.0, 110)),
     "connected": ((523.25, 80), (659.25, 80), (783.99, 120)),
+    "timer": ((880.0, 100), (0.0, 50), (880.0, 100), (1174.66, 120)),
 }
 
 
@@ -415,7 +416,7 @@ class Speaker(DeviceWorker):
         """Play an earcon locally ('press', 'release', 'error', 'connected'), if enabled."""
         if name not in CHIMES:
             raise ValueError(f"unknown chime {name!r}; expected one of {', '.join(CHIMES)}")
-        if not getattr(self.settings.chimes, name):
+        if not getattr(self.settings.chimes, name, True):
             return
         with self._cond:
             if self._state not in ("starting", "ok"):

@@ -70,8 +70,8 @@ class Commands:
             raise PiAgentError(f"unknown command {escape(cmd, 40)}")
         return {"ok": True}
 
-    def _say(self: Agent, text: str) -> int:
-        """A typed user turn; returns its number."""
+    def _say(self: Agent, text: str, source: str = "typed") -> int:
+        """A typed user turn (or a timer telling the model); returns its number."""
         if self.talking:
             raise PiAgentError("the user is talking; release first")
         if not text.strip() or len(text) > MAX_SAY_CHARS:
@@ -85,7 +85,7 @@ class Commands:
         self._new_metrics()
         self._drop_previous_turn()
         now = self._release_t = self._clock()
-        log.info("turn %d you (typed): %s", self.turn, escape(text, 2000))
+        log.info("turn %d you (%s): %s", self.turn, source, escape(text, 2000))
         turn = PendingTurn(self.turn, text=text, ended=True, ended_at=now, started_at=now)
         if self.uplink.say(turn):
             self._expect_answer(now)

@@ -646,6 +646,16 @@ STATUS_PATTERNS: dict[str, dict[str, LightPattern]] = {
         "pwm_led": _p("blink", 0.8, 0.2),
         "rgb_led": _p("solid", color=RED),
     },
+    "working": {
+        "led": _p("blink", 0.3, 0.7),
+        "pwm_led": _p("pulse", 1.5, 1.5),
+        "rgb_led": _p("pulse", 1.5, 1.5, color=CYAN),
+    },
+    "ringing": {
+        "led": _p("blink", 0.15, 0.15),
+        "pwm_led": _p("blink", 0.15, 0.15),
+        "rgb_led": _p("blink", 0.15, 0.15, color=MAGENTA),
+    },
     "error_audio": {
         "led": _p("blink", 0.2, 1.0),
         "pwm_led": _p("blink", 0.2, 1.0),

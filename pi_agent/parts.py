@@ -122,6 +122,7 @@ class Parts:
     camera_on: bool = False
     observers: list[Callable[[dict], None]] = field(default_factory=list)
     extras: list[Any] = field(default_factory=list)  # bridges with start()/stop()
+    timers: Any = None  # pi_agent.timers.Timers when timers are enabled
 
     def start(self) -> None:
         self.speaker.start()
@@ -211,6 +212,14 @@ def build_parts(
         mic, speaker = _build_audio(config, uplink, put)
         control: Any = NullControl()
         observers: list[Callable[[dict], None]] = []
+        extras: list[Any] = []
+        timers = _build_timers(config, toolbox, put)
+        if timers is not None:
+            extras.append(timers)
+        if config.mqtt.enabled:
+            bridge = _build_mqtt(config, devices, runner, put)
+            observers.append(bridge.publish)
+            extras.append(bridge)
         if config.control.enabled:
             from .control import ControlServer
 
@@ -238,6 +247,54 @@ def build_parts(
         ready_gate=ReadyGate(notifier, config.agent.ready_timeout_s),
         camera_on=camera_on,
         observers=observers,
+        extras=extras,
+        timers=timers,
+    )
+
+
+def _build_timers(config: Config, toolbox: Any, put: Callable[[object], None]) -> Any:
+    """Timers, alarms and reminders: built-in tools; they ring through a ``TimerDue`` event."""
+    if not config.timers.enabled:
+        return None
+    from .timers import Timers, resolve_state_path
+
+    timers = Timers(
+        config.timers,
+        state_path=resolve_state_path(config.timers),
+        on_due=lambda timer: put(ev.TimerDue(timer)),
+    )
+    for declaration in timers.declarations():
+        name = declaration["name"]
+        toolbox.add_builtin(
+            declaration, lambda args, name=name: {"result": timers.call(name, args or {})}
+        )
+    return timers
+
+
+def _build_mqtt(config: Config, devices: Any, runner: Any, put: Callable[[object], None]) -> Any:
+    """The Home Assistant bridge (imported only when enabled: paho costs ~8 MB)."""
+    from . import __version__
+    from .errors import ConfigError
+
+    try:
+        from .mqtt import MqttBridge, mqtt_password
+    except ImportError as exc:
+        raise ConfigError(
+            f"mqtt.enabled needs paho-mqtt ({exc}): pip install 'pi-agent[mqtt]'"
+        ) from None
+    shown = {
+        name: settings
+        for name, settings in config.devices.items()
+        if name not in (config.status_light.device, config.ptt.device)
+    }
+    return MqttBridge(
+        config.mqtt,
+        submit=lambda request: put(ev.Command(request.request, request.respond)),
+        command_device=runner.command,
+        devices=shown,
+        device_states=devices.states,
+        password=mqtt_password(config.mqtt),
+        version=__version__,
     )
 
 

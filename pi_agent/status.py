@@ -48,7 +48,7 @@ class Display:
         pending = self._pending
         problem = link.problem
         if self.ringing:
-            return State.RINGING, "listening", None
+            return State.RINGING, "ringing", f"{len(self.ringing)} timer(s) ringing"
         if self.talking:
             return State.LISTENING, "listening", None
         if fatal is not None:
@@ -65,7 +65,7 @@ class Display:
         if self.awaiting_since is not None:
             return State.THINKING, "thinking", None
         if self.working:
-            return State.WORKING, "thinking", None
+            return State.WORKING, "working", None
         if offline:
             if not self._connected_once and link.attempt == 0:
                 return State.CONNECTING, "connecting", None

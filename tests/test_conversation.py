@@ -351,3 +351,40 @@ def test_stop_is_a_flag_and_a_pipe_write():
 def test_retryable_error_kinds_are_fixed_at_construction():
     assert RetryableSessionError("x", kind="quota").kind == "quota"
     assert not FatalSessionError("x", kind="model").retryable
+
+
+# --------------------------------------------------------------------------- timers
+
+
+def test_a_timer_rings_without_network_until_a_press_then_the_model_is_told():
+    class Timer:
+        label = "pasta"
+
+    class Timers:
+        def announcement(self, timer):
+            return f"The '{timer.label}' timer has finished."
+
+    c = Conversation()
+    c.parts.timers = Timers()
+    c.refuse()  # no network at all
+    c.step(ev.TimerDue(Timer()))
+    assert c.state is State.RINGING and c.light.shown[-1] == "ringing"
+    c.advance(6, mic=False)
+    assert c.speaker.chimes.count("timer") >= 2, "it keeps ringing"
+    c.press()
+    assert not c.agent.talking, "the press only stops the ringing"
+    assert not c.agent.ringing
+    assert c.agent._pending.text == "The 'pasta' timer has finished."
+    c.until_connecting()
+    s = c.connect()
+    assert s.kinds() == ["activityStart", "text", "activityEnd"]
+
+
+def test_an_unanswered_ringing_timer_stops_by_itself():
+    class Timer:
+        label = "tea"
+
+    c = ready()
+    c.step(ev.TimerDue(Timer()))
+    c.advance(61, mic=False)
+    assert not c.agent.ringing and c.state is State.READY

@@ -512,6 +512,8 @@ def test_status_patterns_cover_every_state_and_kind():
         "thinking",
         "speaking",
         "tool_running",
+        "working",
+        "ringing",
         "reconnecting",
         "muted",
         "error_network",
