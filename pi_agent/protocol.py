@@ -524,7 +524,9 @@ def _args(value: object, path: str) -> dict[str, Any]:
         elif item is None or kind is bool:
             return item
         elif depth >= MAX_ARG_DEPTH:
-            raise ProtocolError(f"server message field {path} nests deeper than {MAX_ARG_DEPTH}")
+            raise ProtocolError(
+                f"server message field {path} nests deeper than {MAX_ARG_DEPTH} levels"
+            )
         elif kind is dict:
             return {_text(k, path): clean(v, depth + 1) for k, v in item.items()}
         elif kind is list:
@@ -674,7 +676,9 @@ def _tool_call(call: Mapping[str, Any]) -> ToolCall | None:
         call_id = fc.get("id")
         call_id = "" if call_id is None else _text(call_id, f"{where}.id", MAX_ID)
         args = fc.get("args")
-        calls.append(FunctionCall(call_id, name, {} if args is None else _args(args, where)))
+        calls.append(
+            FunctionCall(call_id, name, {} if args is None else _args(args, f"{where}.args"))
+        )
     return ToolCall(tuple(calls)) if calls else None
 
 
