@@ -15,6 +15,7 @@ import os
 import random
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,7 @@ from pi_agent import protocol as p
 from pi_agent.errors import ProtocolError
 
 LONG = os.environ.get("PI_AGENT_HYPOTHESIS") == "long"
+pytestmark = [pytest.mark.timeout(0)] if LONG else []  # a long run takes minutes per test
 
 
 def budget(examples: int) -> settings:
