@@ -761,7 +761,8 @@ def _parse(message: dict[str, Any]) -> list[ServerEvent]:
     if log.isEnabledFor(logging.DEBUG):
         unknown = [k for k in message if k not in _KNOWN_TOP and _camel(k) not in _KNOWN_TOP]
         if unknown:
-            log.debug("ignoring unknown server fields %s", escape(", ".join(unknown[:10]), 200))
+            names = ", ".join(escape(k, 40) for k in unknown[:10])
+            log.debug("ignoring unknown server fields %s", names)
     return events
 
 
