@@ -507,3 +507,11 @@ def test_protocol_parse_never_passes_an_unusable_handle():
         message = refused(update(bad), "newHandle|resumption handle")
         assert len(message) < 200
     refused(srv({"sessionResumptionUpdate": {"resumable": "yes"}}), "resumable")
+
+
+def test_protocol_unknown_field_names_are_logged_escaped(caplog):
+    caplog.set_level(logging.DEBUG, logger="pi_agent.protocol")
+    assert p.parse(srv({"x\nERROR forged": 1, "y" * 10_000: 2})) == []
+    (record,) = [r for r in caplog.records if "unknown server fields" in r.getMessage()]
+    message = record.getMessage()
+    assert "\n" not in message and "x\\nERROR forged" in message and len(message) < 200
