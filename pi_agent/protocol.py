@@ -339,9 +339,9 @@ _SESSION_ID = re.compile(r"[!-~]+")  # printable ASCII, no spaces
 _DURATION = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?s")  # proto3 JSON Duration, >= 0
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 # A JSON string as the decoder sees it (an escape consumes the next character).
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKETS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 / -1 as signed bytes
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
 
 
 def valid_handle(value: object) -> bool:
@@ -388,16 +388,24 @@ _DECODER = json.JSONDecoder(parse_int=_parse_int, parse_constant=_reject_constan
 def _check_depth(text: str) -> None:
     """Refuse nesting deeper than MAX_DEPTH before the (recursive) decoder sees it.
 
-    Fast path: fewer brackets than the limit cannot nest deeper (every audio frame). Else
-    strip the strings, then the deepest prefix of opening minus closing brackets bounds the
-    decoder's recursion on everything it reads before an error.
+    Fast path: fewer brackets than the limit cannot nest deeper (every audio frame). Else,
+    with the strings taken out, the deepest running sum of +1 per opening and -1 per
+    closing bracket bounds the decoder's recursion (it is the depth, for valid JSON). Two
+    C-speed passes that delete adjacent "()" pairs first peel the leaves off, which is
+    most of any real frame; each pass lowers the depth of what is left by exactly one.
     """
     if text.count("[") + text.count("{") <= MAX_DEPTH:
         return
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).encode("ascii")
-    steps = memoryview(brackets.translate(_BRACKET_STEP)).cast("b")
-    if max(accumulate(steps), default=0) > MAX_DEPTH:
-        raise ProtocolError(f"server message nested deeper than {MAX_DEPTH} levels")
+    raw = _JSON_STRING.sub(b"", text.encode("utf-8", "surrogatepass"))
+    steps = raw.translate(_BRACKETS, _NOT_BRACKETS)
+    if b"\x01" * (MAX_DEPTH + 1) not in steps:
+        peeled = 0
+        while peeled < 2 and steps:
+            steps, peeled = steps.replace(b"\x01\xff", b""), peeled + 1
+        deepest = max(accumulate(memoryview(steps).cast("b")), default=0)
+        if not steps or peeled + deepest <= MAX_DEPTH:
+            return
+    raise ProtocolError(f"server message nested deeper than {MAX_DEPTH} levels")
 
 
 def _load(data: bytes | str) -> dict[str, Any]:
@@ -524,7 +532,9 @@ def _args(value: object, path: str) -> dict[str, Any]:
         elif item is None or kind is bool:
             return item
         elif depth >= MAX_ARG_DEPTH:
-            raise ProtocolError(f"server message field {path} nests deeper than {MAX_ARG_DEPTH}")
+            raise ProtocolError(
+                f"server message field {path} nests deeper than {MAX_ARG_DEPTH} levels"
+            )
         elif kind is dict:
             return {_text(k, path): clean(v, depth + 1) for k, v in item.items()}
         elif kind is list:
@@ -674,7 +684,9 @@ def _tool_call(call: Mapping[str, Any]) -> ToolCall | None:
         call_id = fc.get("id")
         call_id = "" if call_id is None else _text(call_id, f"{where}.id", MAX_ID)
         args = fc.get("args")
-        calls.append(FunctionCall(call_id, name, {} if args is None else _args(args, where)))
+        calls.append(
+            FunctionCall(call_id, name, {} if args is None else _args(args, f"{where}.args"))
+        )
     return ToolCall(tuple(calls)) if calls else None
 
 
@@ -749,7 +761,8 @@ def _parse(message: dict[str, Any]) -> list[ServerEvent]:
     if log.isEnabledFor(logging.DEBUG):
         unknown = [k for k in message if k not in _KNOWN_TOP and _camel(k) not in _KNOWN_TOP]
         if unknown:
-            log.debug("ignoring unknown server fields %s", escape(", ".join(unknown[:10]), 200))
+            names = ", ".join(escape(k, 40) for k in unknown[:10])
+            log.debug("ignoring unknown server fields %s", names)
     return events
 
 

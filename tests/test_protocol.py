@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 
@@ -340,3 +341,177 @@ def test_protocol_parse_accepts_what_the_sdk_would_serialise():
         p.TurnComplete(),
         p.Usage(0, 0, 7),
     ]
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def refused(frame: bytes | str, match: str | None = None) -> str:
+    with pytest.raises(ProtocolError, match=match) as caught:
+        p.parse(frame)
+    return str(caught.value)
+
+
+def test_protocol_parse_refuses_the_examples_of_the_fuzzing_report():
+    """Each used to escape as something other than ProtocolError."""
+    refused(b'{"usageMetadata":{"promptTokenCount":1e999}}', "promptTokenCount")
+    refused(b'{"serverContent":{"modelTurn":{"parts":5}}}', "parts must be an array")
+    refused(b'{"serverContent":{"modelTurn":{"parts":["junk"]}}}', r"parts\[0\] must be an obj")
+    refused(b'{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested deeper than 64")
+    refused(b'{"a":' * 5_000 + b"1" + b"}" * 5_000, "nested deeper")
+    refused(b"[" * 200_000, "nested deeper")  # unbalanced, still refused before decoding
+    digits = b"9" * 4300
+    refused(b'{"usageMetadata":{"totalTokenCount":' + digits + b"}}", "totalTokenCount")
+    refused(b'{"usageMetadata":{"totalTokenCount":"' + digits + b'"}}', "totalTokenCount")
+    refused(b'{"toolCall":{"functionCalls":[{"name":"f","args":{"v":1e999}}]}}', "args")
+    refused(b'{"toolCall":{"functionCalls":[{"name":"f","args":{"v":' + digits + b"}}]}}")
+    refused(b'{"toolCall":{"functionCalls":[{"name":"f","args":[1]}]}}', "args must be an obj")
+    refused(b'{"toolCall":{"functionCalls":[{"id":"1"}]}}', "name must be a string")
+    refused(b'{"goAway":{"timeLeft":"nans"}}', "timeLeft")
+    refused(b'{"goAway":{"timeLeft":"1_0s"}}', "timeLeft")
+    refused(b'{"goAway":{"timeLeft":1e999}}', "timeLeft")
+    refused(b'{"serverContent":{"turnComplete":"yes"}}', "turnComplete must be true or false")
+    refused(b'{"serverContent":{"outputTranscription":{"text":5}}}', "text must be a string")
+    refused(b'{"serverContent":{"interrupted":true},"x":NaN}', "NaN")
+    refused(b'{"toolCallCancellation":{"ids":[1]}}', "ids")
+    for rate in (b"0", b"99999999999", "\u0661\u0666\u0660\u0660\u0660".encode(), b"x"):
+        part = b'{"inlineData":{"mimeType":"audio/pcm;rate=' + rate + b'","data":"AAAA"}}'
+        refused(b'{"serverContent":{"modelTurn":{"parts":[' + part + b"]}}}", "rate")
+
+
+def test_protocol_parse_refuses_what_is_not_a_frame():
+    refused(b"\xed\xa0\x80", "UTF-8")  # an encoded surrogate
+    refused(b'{"a":"\xff"}', "UTF-8")
+    refused(None, "bytes or str")  # type: ignore[arg-type]
+    refused(b" " * (p.MAX_FRAME + 1), "at most")
+    refused("\ufeff{}", "invalid JSON")
+
+
+def test_protocol_parse_errors_are_fit_for_one_log_line():
+    message = refused(
+        b'{"serverContent":{"modelTurn":{"parts":[{"inlineData":'
+        b'{"mimeType":"audio/pcm;rate=1\\n\\u001b[2J","data":"AAAA"}}]}}}'
+    )
+    assert "\n" not in message and "\x1b" not in message and "\\n" in message
+    assert "123" not in refused(b'{"serverContent":{"turnComplete":"12345"}}')
+
+
+def test_protocol_parse_keeps_what_is_merely_odd():
+    # Brackets inside strings do not nest; a big number in an unknown field is ignored.
+    text = "[{" * 5_000
+    assert p.parse(srv({"serverContent": {"outputTranscription": {"text": text}}})) == [
+        p.OutputTranscription(text)
+    ]
+    wire = b'{"serverContent":{"interrupted":true},"future":[' + b"9" * 5000 + b",1e999]}"
+    assert p.parse(wire) == [p.Interrupted()]
+    assert p.parse(b'{"x":' + b"[" * 60 + b"]" * 60 + b"}") == []
+    # Lone surrogates (legal JSON escapes) become U+FFFD wherever text is kept.
+    events = p.parse(
+        b'{"serverContent":{"inputTranscription":{"text":"a\\ud800b"},'
+        b'"turnComplete":true,"turnCompleteReason":"\\udfff"},'
+        b'"toolCall":{"functionCalls":[{"id":"\\ud83d","name":"f",'
+        b'"args":{"k\\udc00":["\\ud800",{"n":null,"b":false,"f":1.5,"i":-3}]}}]}}'
+    )
+    assert events == [
+        p.InputTranscription("a\ufffdb"),
+        p.TurnComplete("\ufffd"),
+        p.ToolCall(
+            (
+                p.FunctionCall(
+                    "\ufffd",
+                    "f",
+                    {"k\ufffd": ["\ufffd", {"n": None, "b": False, "f": 1.5, "i": -3}]},
+                ),
+            )
+        ),
+    ]
+    json.dumps([dataclasses.asdict(e) for e in events], ensure_ascii=False).encode("utf-8")
+
+
+def test_protocol_parse_bounds_function_call_args():
+    def call(args: object) -> bytes:
+        return srv({"toolCall": {"functionCalls": [{"id": "c", "name": "f", "args": args}]}})
+
+    deep: object = 1
+    for _ in range(p.MAX_ARG_DEPTH - 1):  # the args object itself is the first level
+        deep = [deep]
+    assert p.parse(call({"v": deep}))[0].calls[0].args == {"v": deep}
+    refused(call({"v": [deep]}), "deeper than 32")
+    refused(call({"v": list(range(p.MAX_ARG_VALUES))}), "over 10000 values")
+    assert p.parse(call({"v": 2**53, "w": -(2**53)}))[0].calls[0].args == {
+        "v": 2**53,
+        "w": -(2**53),
+    }
+    refused(call({"v": 2**53 + 1}), "args")
+    refused(call({"v": "x" * (p.MAX_TEXT + 1)}), "longer than")
+    assert p.parse(call(None)) == [p.ToolCall((p.FunctionCall("c", "f", {}),))]
+
+
+def test_protocol_parse_token_counts():
+    def usage(**counts: object) -> list:
+        return p.parse(srv({"usageMetadata": counts}))
+
+    assert usage(promptTokenCount="90", responseTokenCount=5.0, totalTokenCount=2**53 - 1) == [
+        p.Usage(90, 5, 2**53 - 1)
+    ]
+    assert usage(thoughtsTokenCount=7, toolUsePromptTokenCount="3") == [
+        p.Usage(thoughts_tokens=7, tool_use_prompt_tokens=3)
+    ]
+    for bad in (-1, 2**53, 1.5, True, "-1", " 5", "0x10", "\u0665", [], {}):
+        refused(srv({"usageMetadata": {"totalTokenCount": bad}}), "token count")
+
+
+def test_protocol_parse_go_away_durations():
+    assert p.parse(srv({"goAway": {"timeLeft": 3}})) == [p.GoAway(3.0)]
+    assert p.parse(srv({"goAway": {"timeLeft": "0.250s"}})) == [p.GoAway(0.25)]
+    for bad in ("-1s", "1e3s", "9.5", "infs", -1, 86_401, True, [], "1" * 30 + "s"):
+        refused(srv({"goAway": {"timeLeft": bad}}), "goAway.timeLeft")
+
+
+def test_protocol_interaction_status_and_session_id():
+    assert p.parse(srv({"serverContent": {"interactionStatus": "IDLE", "turnComplete": True}})) == [
+        p.TurnComplete(),
+        p.InteractionStatus("IDLE"),
+    ]
+    assert p.parse(srv({"serverContent": {"interaction_status": "IN_PROGRESS"}})) == [
+        p.InteractionStatus("IN_PROGRESS")
+    ]
+    assert p.parse(srv({"serverContent": {"interactionStatus": "SOMETHING_NEW"}})) == []
+    refused(srv({"serverContent": {"interactionStatus": 1}}), "interactionStatus")
+    assert p.parse(srv({"setupComplete": {"sessionId": "s-1"}})) == [p.SetupComplete("s-1")]
+    assert p.parse(srv({"setupComplete": {"sessionId": "a b\n"}})) == [p.SetupComplete()]
+    assert p.parse(srv({"setupComplete": {"sessionId": "s" * 257}})) == [p.SetupComplete()]
+    refused(srv({"setupComplete": {"sessionId": 5}}), "sessionId")
+    refused(srv({"setupComplete": True}), "setupComplete must be an object")
+
+
+def test_protocol_valid_handle():
+    for good in (
+        "4f1c2b9e0d8a4e7f9a6b3c2d1e0f9a8b",
+        "Cj8KDQjIhL+uBhD4/v7+AxIuY2xpZW50LWV2ZW50cy0xMjM0NTY=",
+        "a.b_c~d+e/f=g:h-i",
+        "h" * 4096,
+    ):
+        assert p.valid_handle(good), good
+    for bad in ("", "h" * 4097, "a b", 'a"b', "a\\b", "a\nb", "\ud800", "é", "١", 5, None, b"ab"):
+        assert not p.valid_handle(bad), bad
+
+
+def test_protocol_parse_never_passes_an_unusable_handle():
+    def update(handle: object) -> bytes:
+        return srv({"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}})
+
+    assert p.parse(update("h-1")) == [p.SessionResumptionUpdate("h-1", True)]
+    assert p.parse(update("")) == [p.SessionResumptionUpdate(None, True)]
+    for bad in (5, 1.5, True, ["h"], {"h": 1}, "\ud800", "a b", "x" * 4097, "x" * 2_000_000):
+        message = refused(update(bad), "newHandle|resumption handle")
+        assert len(message) < 200
+    refused(srv({"sessionResumptionUpdate": {"resumable": "yes"}}), "resumable")
+
+
+def test_protocol_unknown_field_names_are_logged_escaped(caplog):
+    caplog.set_level(logging.DEBUG, logger="pi_agent.protocol")
+    assert p.parse(srv({"x\nERROR forged": 1, "y" * 10_000: 2})) == []
+    (record,) = [r for r in caplog.records if "unknown server fields" in r.getMessage()]
+    message = record.getMessage()
+    assert "\n" not in message and "x\\nERROR forged" in message and len(message) < 200

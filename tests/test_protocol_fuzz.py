@@ -12,8 +12,10 @@ import base64
 import copy
 import json
 import os
+import random
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +23,7 @@ from pi_agent import protocol as p
 from pi_agent.errors import ProtocolError
 
 LONG = os.environ.get("PI_AGENT_HYPOTHESIS") == "long"
+pytestmark = [pytest.mark.timeout(0)] if LONG else []  # a long run takes minutes per test
 
 
 def budget(examples: int) -> settings:
@@ -314,3 +317,31 @@ def test_fuzz_handles_and_args_checked_after_mutation_too():
         pass
     else:
         raise AssertionError("the checker accepted a lone surrogate")
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+@budget(200)
+@given(st.integers(p.MAX_DEPTH - 8, p.MAX_DEPTH + 4), st.integers(0, 2**32))
+def test_fuzz_depth_limit_is_exact_on_valid_json(levels, seed):
+    """Any shape of valid JSON: accepted up to MAX_DEPTH levels, refused beyond."""
+    rnd = random.Random(seed)  # a shape from a seed: cheap to draw and to replay
+    value: Any = rnd.choice(["[{", "}]]", 1, None, []])
+    for _ in range(levels):
+        items = rnd.choices([[], {}, [[1]], "]]", 0], k=rnd.randint(0, 3))
+        items.insert(rnd.randint(0, len(items)), value)
+        value = dict(zip("abcd", items, strict=False)) if rnd.random() < 0.5 else items
+    message = {"future": value}
+    try:
+        assert p.parse(json.dumps(message)) == []
+    except ProtocolError as exc:
+        assert "nested deeper" in str(exc)
+        assert _depth(message) > p.MAX_DEPTH
+    else:
+        assert _depth(message) <= p.MAX_DEPTH
