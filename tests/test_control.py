@@ -31,7 +31,7 @@ from pi_agent.control import (
 from pi_agent.errors import PiAgentError
 
 from .conftest import TIMEOUT
-from .control_fake import STATUS, FakeAgent
+from .control_fake import STATUS, FakeAgent, serving, wait_for
 
 
 def test_control_parse_plain_and_json():
@@ -176,16 +176,6 @@ def test_control_encode_keeps_unicode_on_one_ascii_line():
 # --------------------------------------------------------------------------- the server
 
 
-def wait_for(predicate, timeout: float = TIMEOUT) -> bool:
-    """Poll a condition until it holds (the server's state is read, never slept on)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
 class Client:
     """A raw line client (socat-like)."""
 
@@ -224,17 +214,6 @@ def agent():
     fake = FakeAgent()
     yield fake
     fake.close()
-
-
-@contextlib.contextmanager
-def serving(path, agent, mode: int = 0o660, **limits):
-    srv = ControlServer(str(path), mode, agent.submit, **limits)
-    agent.server = srv
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
