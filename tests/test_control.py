@@ -46,6 +46,8 @@ def test_control_parse_plain_and_json():
     assert parse_command('{"cmd": "volume", "value": 1}') == {"cmd": "volume", "value": 1.0}
     assert parse_command("volume 60%") == {"cmd": "volume", "value": 0.6}
     assert parse_command("TALK") == {"cmd": "talk"}
+    said = parse_command("say\thello\tthere\r")
+    assert said == {"cmd": "say", "text": "hello there", "wait": True}
     assert parse_command("watch") == {"cmd": "watch"}
     assert parse_command('{"cmd": "say", "text": "hi", "wait": false}') == {
         "cmd": "say",
