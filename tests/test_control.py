@@ -618,3 +618,24 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_control_symlink_planted_after_the_check_is_not_followed(tmp_path, agent, monkeypatch):
+    """The race chmod-after-bind lost: a link planted between the check and bind()."""
+    from pi_agent import control
+
+    target = tmp_path / "target"
+    target.write_text("keep me")
+    target.chmod(0o600)
+    path = tmp_path / "c.sock"
+    real_claim = control._claim
+
+    def claim_then_plant(p):
+        real_claim(p)
+        p.symlink_to(target)
+
+    monkeypatch.setattr(control, "_claim", claim_then_plant)
+    with pytest.raises(PiAgentError, match=r"control\.socket .*: Address already in use"):
+        ControlServer(str(path), 0o666, agent.submit).start()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_text() == "keep me"
+    assert path.is_symlink()
