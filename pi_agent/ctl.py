@@ -312,7 +312,8 @@ def run_ctl(
     err = err or sys.stderr
     try:
         if timeout is not None and not timeout > 0:
-            raise CtlError(f"--timeout must be a positive number of seconds, not {timeout:g}", 2)
+            error = f"--timeout must be a positive number of seconds, not {timeout:g}"
+            raise CtlError(error, EXIT_USAGE)
         req = build_request(command, words, wait=wait)
         if not wait and req["cmd"] != "say":
             raise CtlError("--no-wait only applies to say", EXIT_USAGE)
