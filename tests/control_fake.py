@@ -9,11 +9,14 @@ core does. Tests drive the real ``ControlServer`` with it, never the Agent.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+
+from hypothesis import settings
 
 from pi_agent.control import ControlRequest, ControlServer
 
@@ -139,3 +142,10 @@ def wait_for(predicate: Any, timeout: float = TIMEOUT) -> bool:
             return False
         time.sleep(0.005)
     return True
+
+
+def budget(examples: int) -> settings:
+    """A small example budget for CI; PI_AGENT_HYPOTHESIS=long lifts it to the long profile's."""
+    if os.environ.get("PI_AGENT_HYPOTHESIS", "ci") == "ci":
+        return settings(max_examples=examples)
+    return settings()

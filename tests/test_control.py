@@ -17,7 +17,7 @@ import threading
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pi_agent.control import (
@@ -31,7 +31,7 @@ from pi_agent.control import (
 from pi_agent.errors import PiAgentError
 
 from .conftest import TIMEOUT
-from .control_fake import STATUS, FakeAgent, serving, wait_for
+from .control_fake import STATUS, FakeAgent, budget, serving, wait_for
 
 
 def test_control_parse_plain_and_json():
@@ -120,7 +120,7 @@ def test_control_parse_rejects(line, error):
         parse_command(line)
 
 
-@settings(max_examples=300)
+@budget(300)
 @given(
     st.text(max_size=200)
     | st.sampled_from(["say ", '{"cmd": "say", "text": "']).flatmap(
@@ -512,7 +512,7 @@ def test_control_submit_or_client_failure_never_stops_the_server(tmp_path, monke
         srv.stop()
 
 
-@settings(max_examples=60)
+@budget(60)
 @given(
     st.lists(
         st.binary(max_size=300)

@@ -12,14 +12,14 @@ import sys
 import threading
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pi_agent.cli import main
 from pi_agent.ctl import format_status, run_ctl
 
 from .conftest import TIMEOUT
-from .control_fake import STATUS, FakeAgent, serving, wait_for
+from .control_fake import STATUS, FakeAgent, budget, serving, wait_for
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=150)
+@budget(150)
 @given(st.dictionaries(st.sampled_from([*STATUS, "x\x1b", "new_key"]), json_values, max_size=8))
 def test_ctl_status_formatting_never_fails(status):
     """Whatever the agent's status holds (keys may grow), it prints, one safe line per item."""
