@@ -117,7 +117,14 @@ def watch(path: str, timeout: float, out: TextIO) -> int:
                 if not reply.get("ok"):
                     raise CtlError(str(reply.get("error", "the agent refused to stream events")))
                 sock.settimeout(None)
-                for line in reader:
+                while True:
+                    try:
+                        line = reader.readline(MAX_REPLY)
+                    except OSError as exc:
+                        lost = f"lost the connection to the agent on {path}: {exc}"
+                        raise CtlError(lost) from None
+                    if not line:
+                        break  # the agent stopped
                     out.write(line.decode("ascii", "replace"))
                     out.flush()
     except (KeyboardInterrupt, BrokenPipeError):
