@@ -180,7 +180,8 @@ def parse_command(line: str) -> dict[str, Any]:
         if not isinstance(request, dict):
             raise ValueError("a request must be a JSON object")
         return validate(request)
-    word, _, rest = line.partition(" ")
+    word, *more = line.split(None, 1)
+    rest = more[0] if more else ""
     cmd = check_command(word.lower())
     if cmd == "say":
         return validate({"cmd": cmd, "text": rest})

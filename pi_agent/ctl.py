@@ -69,9 +69,7 @@ def connect(path: str, timeout: float) -> socket.socket:
         if isinstance(exc, FileNotFoundError):
             raise CtlError(f"no agent is listening on {path} (is pi-agent running?)") from None
         if isinstance(exc, ConnectionRefusedError):
-            raise CtlError(
-                f"the agent on {path} is not running (the socket is left over)"
-            ) from None
+            raise CtlError(f"no agent is running on {path} (the socket is left over)") from None
         if isinstance(exc, TimeoutError):
             raise CtlError(f"the agent on {path} did not accept within {timeout:g} s") from None
         raise CtlError(f"cannot reach the agent on {path}: {exc.strerror or exc}") from None
@@ -119,7 +117,14 @@ def watch(path: str, timeout: float, out: TextIO) -> int:
                 if not reply.get("ok"):
                     raise CtlError(str(reply.get("error", "the agent refused to stream events")))
                 sock.settimeout(None)
-                for line in reader:
+                while True:
+                    try:
+                        line = reader.readline(MAX_REPLY)
+                    except OSError as exc:
+                        lost = f"lost the connection to the agent on {path}: {exc}"
+                        raise CtlError(lost) from None
+                    if not line:
+                        break  # the agent stopped
                     out.write(line.decode("ascii", "replace"))
                     out.flush()
     except (KeyboardInterrupt, BrokenPipeError):
@@ -161,10 +166,19 @@ def _scalar(value: Any) -> str:
     return printable(value) if isinstance(value, str) else _json(value)
 
 
+def _number(value: Any, spec: str) -> str | None:
+    """``value`` formatted with ``spec`` if it is a number that fits a float, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return format(float(value), spec)
+    except OverflowError:
+        return None
+
+
 def _percent(value: Any) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{value * 100:.0f}%"
-    return _value(value)
+    number = _number(value * 100 if _number(value, "f") else None, ".0f")
+    return f"{number}%" if number else _value(value)
 
 
 def _problem(problem: Any) -> str:
@@ -184,8 +198,10 @@ def _connection(conn: Any) -> str:
     rest = dict(conn)
     words = ["connected" if rest.pop("connected", False) else "not connected"]
     retry = rest.pop("reconnecting_in_s", None)
-    if isinstance(retry, (int, float)) and not isinstance(retry, bool):
-        words.append(f"reconnecting in {retry:.1f} s")
+    if _number(retry, ".1f"):
+        words.append(f"reconnecting in {_number(retry, '.1f')} s")
+    elif retry is not None:
+        words.append(f"reconnecting in {_value(retry)}")
     resumable = rest.pop("resumable", None)
     if resumable is not None:
         words.append("resumable" if resumable else "not resumable")
@@ -303,7 +319,8 @@ def run_ctl(
     err = err or sys.stderr
     try:
         if timeout is not None and not timeout > 0:
-            raise CtlError(f"--timeout must be a positive number of seconds, not {timeout:g}", 2)
+            error = f"--timeout must be a positive number of seconds, not {timeout:g}"
+            raise CtlError(error, EXIT_USAGE)
         req = build_request(command, words, wait=wait)
         if not wait and req["cmd"] != "say":
             raise CtlError("--no-wait only applies to say", EXIT_USAGE)

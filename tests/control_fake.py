@@ -8,9 +8,15 @@ core does. Tests drive the real ``ControlServer`` with it, never the Agent.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import threading
+import time
+from collections.abc import Iterator
 from typing import Any
+
+from hypothesis import settings
 
 from pi_agent.control import ControlRequest, ControlServer
 
@@ -112,3 +118,34 @@ class FakeAgent:
         }
         req.respond(answer)
         req.respond({"ok": False, "error": "a second answer must be ignored"})
+
+
+@contextlib.contextmanager
+def serving(
+    path: Any, agent: FakeAgent, mode: int = 0o660, **limits: Any
+) -> Iterator[ControlServer]:
+    """A started ControlServer on ``path`` feeding ``agent``; stopped on exit."""
+    srv = ControlServer(str(path), mode, agent.submit, **limits)
+    agent.server = srv
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def wait_for(predicate: Any, timeout: float = TIMEOUT) -> bool:
+    """Poll a condition until it holds (the server's state is read, never slept on)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def budget(examples: int) -> settings:
+    """A small example budget for CI; PI_AGENT_HYPOTHESIS=long lifts it to the long profile's."""
+    if os.environ.get("PI_AGENT_HYPOTHESIS", "ci") == "ci":
+        return settings(max_examples=examples)
+    return settings()

@@ -62,3 +62,41 @@ def test_cli_debug_shows_tracebacks(tmp_path, monkeypatch, capsys):
     parser_main = main
     assert parser_main(["run", "--config", str(config)]) == 1
     assert capsys.readouterr().err.strip() == "pi-agent: boom"
+
+
+def test_cli_ctl_help_names_every_command(capsys):
+    from pi_agent.cli import CTL_COMMANDS
+    from pi_agent.ctl import COMMAND_HELP
+
+    assert CTL_COMMANDS == COMMAND_HELP  # cli.py keeps a copy so --help stays a cheap import
+    with pytest.raises(SystemExit) as info:
+        main(["ctl", "--help"])
+    assert info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "press | release | talk | say TEXT | mute | unmute | volume V | status | watch" in out
+    assert "--no-wait" in out and "--json" in out and "default: 60 for say, 5 otherwise" in out
+
+
+def test_cli_ctl_options_may_come_after_the_words(monkeypatch):
+    seen = {}
+
+    def fake_run_ctl(path, command, words, **options):
+        seen.update(path=path, command=command, words=words, **options)
+        return 0
+
+    monkeypatch.setattr("pi_agent.ctl.run_ctl", fake_run_ctl)
+    argv = ["ctl", "--socket", "/s", "say", "turn", "--no-wait", "on", "the", "lamp", "--json"]
+    assert main(argv) == 0
+    assert seen == {
+        "path": "/s",
+        "command": "say",
+        "words": ["turn", "on", "the", "lamp"],
+        "timeout": None,
+        "wait": False,
+        "as_json": True,
+    }
+    with pytest.raises(SystemExit) as info:  # an unknown option is still a usage error
+        main(["ctl", "--socket", "/s", "say", "hi", "--bogus"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit):  # and other commands take no stray words
+        main(["devices", "stray"])

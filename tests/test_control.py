@@ -17,7 +17,7 @@ import threading
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pi_agent.control import (
@@ -31,7 +31,7 @@ from pi_agent.control import (
 from pi_agent.errors import PiAgentError
 
 from .conftest import TIMEOUT
-from .control_fake import STATUS, FakeAgent
+from .control_fake import STATUS, FakeAgent, budget, serving, wait_for
 
 
 def test_control_parse_plain_and_json():
@@ -46,6 +46,8 @@ def test_control_parse_plain_and_json():
     assert parse_command('{"cmd": "volume", "value": 1}') == {"cmd": "volume", "value": 1.0}
     assert parse_command("volume 60%") == {"cmd": "volume", "value": 0.6}
     assert parse_command("TALK") == {"cmd": "talk"}
+    said = parse_command("say\thello\tthere\r")
+    assert said == {"cmd": "say", "text": "hello there", "wait": True}
     assert parse_command("watch") == {"cmd": "watch"}
     assert parse_command('{"cmd": "say", "text": "hi", "wait": false}') == {
         "cmd": "say",
@@ -118,7 +120,7 @@ def test_control_parse_rejects(line, error):
         parse_command(line)
 
 
-@settings(max_examples=300)
+@budget(300)
 @given(
     st.text(max_size=200)
     | st.sampled_from(["say ", '{"cmd": "say", "text": "']).flatmap(
@@ -176,16 +178,6 @@ def test_control_encode_keeps_unicode_on_one_ascii_line():
 # --------------------------------------------------------------------------- the server
 
 
-def wait_for(predicate, timeout: float = TIMEOUT) -> bool:
-    """Poll a condition until it holds (the server's state is read, never slept on)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
 class Client:
     """A raw line client (socat-like)."""
 
@@ -224,17 +216,6 @@ def agent():
     fake = FakeAgent()
     yield fake
     fake.close()
-
-
-@contextlib.contextmanager
-def serving(path, agent, mode: int = 0o660, **limits):
-    srv = ControlServer(str(path), mode, agent.submit, **limits)
-    agent.server = srv
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
@@ -531,7 +512,7 @@ def test_control_submit_or_client_failure_never_stops_the_server(tmp_path, monke
         srv.stop()
 
 
-@settings(max_examples=60)
+@budget(60)
 @given(
     st.lists(
         st.binary(max_size=300)
@@ -637,3 +618,24 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_control_symlink_planted_after_the_check_is_not_followed(tmp_path, agent, monkeypatch):
+    """The race chmod-after-bind lost: a link planted between the check and bind()."""
+    from pi_agent import control
+
+    target = tmp_path / "target"
+    target.write_text("keep me")
+    target.chmod(0o600)
+    path = tmp_path / "c.sock"
+    real_claim = control._claim
+
+    def claim_then_plant(p):
+        real_claim(p)
+        p.symlink_to(target)
+
+    monkeypatch.setattr(control, "_claim", claim_then_plant)
+    with pytest.raises(PiAgentError, match=r"control\.socket .*: Address already in use"):
+        ControlServer(str(path), 0o666, agent.submit).start()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_text() == "keep me"
+    assert path.is_symlink()
