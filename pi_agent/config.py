@@ -917,11 +917,10 @@ def _read_secret(path: Path, what: str) -> str:
     return secret
 
 
-def key_file_warning(live: LiveSettings) -> str | None:
-    """Why ``live.api_key_file`` is unsafe (readable or writable beyond its owner), or None.
+def key_file_problem(live: LiveSettings) -> tuple[str, str] | None:
+    """(problem, fix) when ``live.api_key_file`` is open to group or others; else None.
 
-    ``pi-agent check`` fails on it and the agent logs it at start-up; the key
-    itself is never read here.
+    The key itself is never read here.
     """
     if not live.api_key_file:
         return None
@@ -932,9 +931,15 @@ def key_file_warning(live: LiveSettings) -> str | None:
     if not mode & 0o077:
         return None
     return (
-        f"live.api_key_file: {live.api_key_file} has mode {mode:04o}: other users can read "
-        f"the key; run: chmod 600 {live.api_key_file}"
+        f"live.api_key_file {live.api_key_file} has mode {mode:04o}: other users can read it",
+        f"chmod 600 {live.api_key_file}",
     )
+
+
+def key_file_warning(live: LiveSettings) -> str | None:
+    """One line for the start-up log when the key file is readable by others; else None."""
+    problem = key_file_problem(live)
+    return None if problem is None else f"{problem[0]}; fix: {problem[1]}"
 
 
 # --------------------------------------------------------------------------- docs

@@ -168,8 +168,8 @@ def _device_error(problem: str, fix: str) -> DeviceError:
 
 
 NO_FACTORY_FIX = (
-    "on a Raspberry Pi install its library (sudo apt install python3-lgpio) or set "
-    "gpio.pin_factory; on any other machine set gpio.pin_factory: mock"
+    "on a Raspberry Pi: sudo apt install python3-lgpio (or set gpio.pin_factory); "
+    "on any other machine set gpio.pin_factory: mock"
 )
 
 
