@@ -21,11 +21,10 @@ from typing import Any
 from gpiozero import PWMLED, RGBLED, AngularServo, PWMOutputDevice
 from gpiozero.threads import GPIOThread
 
-from .config import describe_range
+from .config import MAX_BLINK_COUNT, describe_range
 from .errors import BoundsError, ToolError
 
 BLINK_PERIOD_S = (0.2, 5.0)  # bounds of one on+off (or fade up+down) cycle
-MAX_BLINK_COUNT = 100  # the most repetitions any caller may ask of apply()
 ANGLE_SLACK = 1e-9  # degrees: float noise of gpiozero's angle -> duty -> angle round trip
 
 

@@ -34,6 +34,7 @@ from .errors import ConfigError
 DEFAULT_CONFIG_PATH = "/etc/pi-agent/config.yaml"
 DEFAULT_MODEL = "gemini-3.8-live"
 DEFAULT_ENDPOINT = "wss://generativelanguage.googleapis.com"
+MAX_BLINK_COUNT = 100  # the most blink/pulse repetitions any caller may ask for
 
 
 def opt(default: Any, doc: str, *, min: float | None = None, max: float | None = None) -> Any:
@@ -274,7 +275,9 @@ class ToolSettings:
     max: float | None = opt(
         None, "Highest value/angle the model may ask for (within the device's); null = device's."
     )
-    max_count: int = opt(10, "blink/pulse: most repetitions the model may ask for.", min=1)
+    max_count: int = opt(
+        10, "blink/pulse: most repetitions the model may ask for.", min=1, max=MAX_BLINK_COUNT
+    )
     max_duration_s: float = opt(10.0, "blink/pulse: longest run the model may ask for.", min=0.1)
     auto_off_s: float | None = opt(None, "Switch the output off this long after any on.", min=0.1)
     rate_limit_per_min: int | None = opt(None, "Most calls per minute.", min=1)
@@ -482,7 +485,8 @@ def _convert(value: Any, hint: Any, path: str, problems: _Problems, meta: dict) 
             problems.add(path, f"must be a finite number, not {value}")
             return _FAIL
         if abs(value) > MAX_NUMBER:
-            problems.add(path, f"{_short(value)} is too large (the limit is {MAX_NUMBER:g})")
+            shown = f"{value:g}" if isinstance(value, float) else _short(value)
+            problems.add(path, f"{shown} is too large (the limit is {MAX_NUMBER:g})")
             return _FAIL
         low, high = meta.get("min"), meta.get("max")
         if low is not None and value < low:
