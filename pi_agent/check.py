@@ -7,17 +7,21 @@ API key.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from . import protocol
-from .config import Config, resolve_api_key
+from .config import DEFAULT_CONFIG_PATH, Config, key_file_problem, load_config, resolve_api_key
 from .errors import ConfigError, PiAgentError, SessionError
 from .session import Credentials, LiveSession, fetch_token
 
@@ -30,12 +34,48 @@ class Result:
     name: str
     detail: str
     fix: str = ""
+    notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         text = f"{self.status:4}  {self.name}: {self.detail}"
         if self.fix and self.status != PASS:
             text += f"\n      fix: {self.fix}"
         return text
+
+
+class _Capture(logging.Handler):
+    """Holds library warnings and log records raised during one check, to print inside it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.notes: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.notes.append(f"{record.levelname.lower()}: {record.getMessage()}")
+        except Exception:  # a broken record must not break the self-test
+            self.notes.append(f"{record.levelname.lower()}: {record.msg!r}")
+
+    def take(self, caught: list[warnings.WarningMessage]) -> list[str]:
+        notes = [f"{w.category.__name__}: {w.message}" for w in caught] + self.notes
+        caught.clear()
+        self.notes = []
+        return list(dict.fromkeys(notes))  # each once, in order
+
+
+@contextlib.contextmanager
+def _captured() -> Iterator[tuple[_Capture, list[warnings.WarningMessage]]]:
+    """Route warnings and root log records into a capture while the checks run."""
+    root = logging.getLogger()
+    handler = _Capture()
+    saved = root.handlers[:]
+    root.handlers[:] = [handler]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield handler, caught
+    finally:
+        root.handlers[:] = saved
 
 
 class Checker:
@@ -45,6 +85,7 @@ class Checker:
         self,
         config: Config,
         *,
+        config_path: str | os.PathLike | None = None,
         environ: dict[str, str] | None = None,
         pin_factory: Any = None,
         sslopt: dict[str, Any] | None = None,
@@ -52,6 +93,7 @@ class Checker:
         record_seconds: float = 1.0,
     ):
         self.config = config
+        self.config_path = config_path
         self.environ = environ
         self.pin_factory = pin_factory
         self.sslopt = dict(sslopt or {})
@@ -69,16 +111,45 @@ class Checker:
         return result
 
     def run(self, *, skip_network: bool = False) -> int:
-        self.report(PASS, "config", "valid")
+        """Every check in order, each line as it finishes; nothing is printed after the summary.
+
+        Library warnings and log records raised during a check are shown under
+        that check (as ``note:`` lines), never after the summary.
+        """
+        if self.config_path is not None:
+            self.report(PASS, "config", f"{self.config_path} is valid")
+        else:
+            self.report(
+                WARN,
+                "config",
+                "no config file: using built-in defaults",
+                f"write {DEFAULT_CONFIG_PATH} (see config/pi-agent.yaml) or pass --config FILE",
+            )
         steps: list[Callable[[], None]] = [self.check_key, self.check_audio, self.check_gpio]
         steps.append(self.check_camera)
         if not skip_network:
             steps += [self.check_network, self.check_setup]
-        for step in steps:
-            try:
-                step()
-            except Exception as exc:  # a check must report, never crash the self-test
-                self.report(FAIL, step.__name__.removeprefix("check_"), f"unexpected error: {exc}")
+        with _captured() as (capture, caught):
+            for step in steps:
+                first = len(self.results)
+                try:
+                    step()
+                except Exception as exc:  # a check must report, never crash the self-test
+                    name = step.__name__.removeprefix("check_")
+                    self.report(FAIL, name, f"unexpected error: {exc}")
+                self._notes(self.results[first:], capture.take(caught))
+        return self.summary()
+
+    def _notes(self, results: list[Result], notes: list[str]) -> None:
+        """Print a check's captured notes under it, leaving out what its lines already say."""
+        for note in notes:
+            if any(r.detail and r.detail in note for r in results):
+                continue
+            if results:
+                results[-1].notes.append(note)
+            print(f"      note: {note}", file=self.out, flush=True)
+
+    def summary(self) -> int:
         failed = [r for r in self.results if r.status == FAIL]
         warned = [r for r in self.results if r.status == WARN]
         summary = f"{len(self.results) - len(failed) - len(warned)} passed"
@@ -110,7 +181,12 @@ class Checker:
             )
             return
         self.credentials = Credentials(api_key=key)
-        self.report(PASS, "api key", f"found ({len(key)} characters, not shown)")
+        found = f"found ({len(key)} characters, not shown)"
+        problem = key_file_problem(live)
+        if problem is not None:
+            self.report(FAIL, "api key", f"{found}, but {problem[0]}", problem[1])
+            return
+        self.report(PASS, "api key", found)
 
     # ------------------------------------------------------------ audio
 
@@ -155,14 +231,16 @@ class Checker:
             self.report(WARN, "gpio", "no devices configured")
             return
         from .devices import Devices, make_pin_factory
+        from .tools import ToolBox
 
-        factory = self.pin_factory
-        if factory is None:
-            factory = make_pin_factory(self.config.gpio)
         try:
+            factory = self.pin_factory
+            if factory is None:
+                factory = make_pin_factory(self.config.gpio)
             devices = Devices(self.config, pin_factory=factory)
-        except PiAgentError as exc:
-            self.report(FAIL, "gpio", str(exc), "free the pin or change it in devices:")
+        except PiAgentError as exc:  # DeviceError says what went wrong and its own fix
+            fix = getattr(exc, "fix", "") or "check devices: in the config"
+            self.report(FAIL, "gpio", getattr(exc, "problem", str(exc)), fix)
             return
         except Exception as exc:
             self.report(
@@ -173,9 +251,14 @@ class Checker:
             )
             return
         try:
-            self.report(PASS, "gpio", f"{len(self.config.devices)} devices ready")
+            ToolBox(self.config.tools, devices)  # what run builds too
+        except ConfigError as exc:
+            self.report(FAIL, "gpio", "; ".join(exc.problems), "fix tools: in the config")
+            return
         finally:
             devices.close()
+        tools = f", {len(self.config.tools)} tools" if self.config.tools else ""
+        self.report(PASS, "gpio", f"{len(self.config.devices)} devices ready{tools}")
 
     # ------------------------------------------------------------ camera
 
@@ -186,7 +269,9 @@ class Checker:
         try:
             backend = open_camera(settings)
         except PiAgentError as exc:
-            self.report(FAIL, "camera", str(exc), "or set camera.backend: none")
+            text = str(exc)  # the missing-library messages carry their own fix
+            fix = "" if "camera.backend: none" in text else "set camera.backend: none"
+            self.report(FAIL, "camera", text, fix)
             return
         if backend is None:
             self.report(PASS, "camera", "off")
@@ -269,6 +354,31 @@ def _setup_fix(exc: SessionError) -> str:
     return "check the network; the agent retries by itself"
 
 
-def run_check(config: Config, *, skip_network: bool = False, **kwargs: Any) -> int:
-    """Run every check, print the report, return the exit code."""
-    return Checker(config, **kwargs).run(skip_network=skip_network)
+def run_check(
+    config: Config | None = None,
+    *,
+    config_path: str | os.PathLike | None = None,
+    skip_network: bool = False,
+    out: TextIO | None = None,
+    **kwargs: Any,
+) -> int:
+    """Run every check, print the report, return the exit code.
+
+    Without ``config`` the file at ``config_path`` is loaded with the same
+    loader ``run`` uses (None = built-in defaults); a config that does not load
+    is the one FAIL, with every problem listed.
+    """
+    out = out or sys.stdout
+    if config is None:
+        try:
+            config = load_config(config_path)
+        except ConfigError as exc:
+            where = config_path if config_path is not None else "built-in defaults"
+            print(f"{FAIL}  config: {where} is not valid", file=out)
+            for problem in exc.problems:
+                print(f"      {problem}", file=out)
+            print("      fix: correct the lines above, then run pi-agent check again", file=out)
+            print("0 passed, 0 warnings, 1 failed", file=out)
+            return 1
+    checker = Checker(config, config_path=config_path, out=out, **kwargs)
+    return checker.run(skip_network=skip_network)

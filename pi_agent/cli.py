@@ -132,8 +132,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .check import run_check
 
-    config = _load(args)
-    return run_check(config, skip_network=args.offline)
+    return run_check(config_path=_config_path(args.config), skip_network=args.offline)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
+import math
 import os
 import re
+import reprlib
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -29,6 +34,7 @@ from .errors import ConfigError
 DEFAULT_CONFIG_PATH = "/etc/pi-agent/config.yaml"
 DEFAULT_MODEL = "gemini-3.8-live"
 DEFAULT_ENDPOINT = "wss://generativelanguage.googleapis.com"
+MAX_BLINK_COUNT = 100  # the most blink/pulse repetitions any caller may ask for
 
 
 def opt(default: Any, doc: str, *, min: float | None = None, max: float | None = None) -> Any:
@@ -211,6 +217,16 @@ class DeviceSettings:
     safe_angle: float | None = opt(
         None, "Servo: angle to return to on shutdown; null = stay where it is.", min=-90, max=90
     )
+    min: float | None = opt(
+        None,
+        "Lowest level that may reach the pin: PWM/RGB 0-1 (0 = off is always allowed), "
+        "servo degrees; null = 0 / -90.",
+    )
+    max: float | None = opt(
+        None,
+        "Highest level that may ever reach the pin, by any verb, blink step or restore: "
+        "PWM/RGB 0-1, servo degrees; null = 1 / 90.",
+    )
 
 
 @dataclass(frozen=True)
@@ -253,9 +269,15 @@ class ToolSettings:
     device: str = opt("", "Name of the device it acts on.")
     verb: ToolVerb = opt("toggle", "The only action this tool can perform.")
     parameter_description: str | None = opt(None, "Override the generated parameter text.")
-    min: float | None = opt(None, "Lowest value/angle the model may ask for.")
-    max: float | None = opt(None, "Highest value/angle the model may ask for.")
-    max_count: int = opt(10, "blink/pulse: most repetitions the model may ask for.", min=1)
+    min: float | None = opt(
+        None, "Lowest value/angle the model may ask for (within the device's); null = device's."
+    )
+    max: float | None = opt(
+        None, "Highest value/angle the model may ask for (within the device's); null = device's."
+    )
+    max_count: int = opt(
+        10, "blink/pulse: most repetitions the model may ask for.", min=1, max=MAX_BLINK_COUNT
+    )
     max_duration_s: float = opt(10.0, "blink/pulse: longest run the model may ask for.", min=0.1)
     auto_off_s: float | None = opt(None, "Switch the output off this long after any on.", min=0.1)
     rate_limit_per_min: int | None = opt(None, "Most calls per minute.", min=1)
@@ -417,13 +439,45 @@ class Config:
 # --------------------------------------------------------------------------- loader
 
 
+MAX_PROBLEMS = 50
+MAX_NUMBER = 1e9  # no option needs more; threading timers overflow not far above
+
+
 class _Problems(list):
     def add(self, path: str, message: str) -> None:
-        self.append(f"{path}: {message}" if path else message)
+        if len(self) == MAX_PROBLEMS:
+            self.append("... more problems not shown: fix these first")
+        if len(self) > MAX_PROBLEMS:
+            return
+        self.append(_printable(f"{path}: {message}" if path else message))
+
+
+def _printable(text: str) -> str:
+    """One line, valid UTF-8: a hostile key cannot forge a log line or break the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF else ascii(ch)[1:-1]
+        for ch in text
+    )
+
+
+def _short(value: Any) -> str:
+    """``repr`` cut to one short line, even for a huge or deeply nested value."""
+    return _REPR.repr(value)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel = 3
 
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def _key_text(key: Any) -> str:
+    return key if isinstance(key, str) and len(key) <= 60 else _short(key)
 
 
 def _type_name(hint: Any) -> str:
@@ -446,6 +500,7 @@ def _type_name(hint: Any) -> str:
 
 
 _FAIL = object()
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _convert(value: Any, hint: Any, path: str, problems: _Problems, meta: dict) -> Any:
@@ -467,7 +522,7 @@ def _convert(value: Any, hint: Any, path: str, problems: _Problems, meta: dict) 
         non_null = [a for a in args if a is not type(None)]
         if len(non_null) == 1:  # one real type: report its precise problem
             return _convert(value, non_null[0], path, problems, meta)
-        problems.add(path, f"must be {_type_name(hint)}, not {value!r}")
+        problems.add(path, f"must be {_type_name(hint)}, not {_short(value)}")
         return _FAIL
     if origin is Literal:
         choices = typing.get_args(hint)
@@ -477,7 +532,9 @@ def _convert(value: Any, hint: Any, path: str, problems: _Problems, meta: dict) 
         if isinstance(value, str):
             close = difflib.get_close_matches(value, [str(c) for c in choices], n=1)
             hint_text = f", did you mean {close[0]!r}?" if close else ""
-        problems.add(path, f"{value!r} is not one of {', '.join(map(repr, choices))}{hint_text}")
+        problems.add(
+            path, f"{_short(value)} is not one of {', '.join(map(repr, choices))}{hint_text}"
+        )
         return _FAIL
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, path, problems)
@@ -500,21 +557,28 @@ def _convert(value: Any, hint: Any, path: str, problems: _Problems, meta: dict) 
         out = {}
         for k, v in value.items():
             if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
-                problems.add(_join(path, str(k)), "names must be letters, digits and _")
+                problems.add(_join(path, _key_text(k)), "names must be letters, digits and _")
                 continue
             out[k] = _convert(v, item_hint, _join(path, k), problems, {})
         return out
     if hint is bool:
         if isinstance(value, bool):
             return value
-        problems.add(path, f"must be true or false, not {value!r}")
+        problems.add(path, f"must be true or false, not {_short(value)}")
         return _FAIL
     if hint in (int, float):
         ok = isinstance(value, int) and not isinstance(value, bool)
         if hint is float:
             ok = ok or isinstance(value, float)
         if not ok:
-            problems.add(path, f"must be {_type_name(hint)}, not {value!r}")
+            problems.add(path, f"must be {_type_name(hint)}, not {_short(value)}")
+            return _FAIL
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.add(path, f"must be a finite number, not {value}")
+            return _FAIL
+        if abs(value) > MAX_NUMBER:
+            shown = f"{value:g}" if isinstance(value, float) else _short(value)
+            problems.add(path, f"{shown} is too large (the limit is {MAX_NUMBER:g})")
             return _FAIL
         low, high = meta.get("min"), meta.get("max")
         if low is not None and value < low:
@@ -525,10 +589,13 @@ def _convert(value: Any, hint: Any, path: str, problems: _Problems, meta: dict) 
             return _FAIL
         return hint(value)
     if hint is str:
-        if isinstance(value, str):
-            return value
-        problems.add(path, f"must be a string, not {value!r}")
-        return _FAIL
+        if not isinstance(value, str):
+            problems.add(path, f"must be a string, not {_short(value)}")
+            return _FAIL
+        if "\x00" in value or _SURROGATE.search(value):
+            problems.add(path, "must be text without NUL characters or lone surrogates")
+            return _FAIL
+        return value
     raise TypeError(f"unsupported config type {hint!r} at {path}")  # pragma: no cover
 
 
@@ -545,7 +612,7 @@ def _build(cls: type, data: Any, path: str, problems: _Problems) -> Any:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
             hint = f", did you mean {close[0]!r}?" if close else ""
-            problems.add(_join(path, str(key)), f"unknown key{hint}")
+            problems.add(_join(path, _key_text(key)), f"unknown key{hint}")
             continue
         result = _convert(value, hints[key], _join(path, key), problems, dict(fields[key].metadata))
         if result is not _FAIL:
@@ -572,6 +639,126 @@ _VERBS_BY_KIND = {
     "input": {"read"},
     "button": {"read"},
 }
+
+
+_LEVEL_KINDS = frozenset({"pwm_led", "pwm_output", "rgb_led"})
+
+
+def device_range(settings: DeviceSettings) -> tuple[float, float] | None:
+    """The (low, high) a device's level may take: PWM duty 0-1 or servo degrees; None = on/off.
+
+    For PWM kinds 0 (off) is always allowed besides ``low..high``.
+    """
+    if settings.kind in _LEVEL_KINDS:
+        full = (0.0, 1.0)
+    elif settings.kind == "servo":
+        full = (-90.0, 90.0)
+    else:
+        return None
+    low = full[0] if settings.min is None else float(settings.min)
+    high = full[1] if settings.max is None else float(settings.max)
+    return low, high
+
+
+def describe_range(kind: str, low: float, high: float) -> str:
+    """``0 (off) or 0.2 to 0.8`` / ``0 to 0.8`` / ``-60 to 60 degrees`` for error messages."""
+    if kind == "servo":
+        return f"{low:g} to {high:g} degrees"
+    if low > 0:
+        return f"0 (off) or {low:g} to {high:g}"
+    return f"0 to {high:g}"
+
+
+def _check_device_range(path: str, dev: DeviceSettings, problems: _Problems) -> None:
+    """min/max fit the kind; initial and safe values lie inside them."""
+    span = device_range(dev)
+    if span is None:
+        for key in ("min", "max"):
+            if getattr(dev, key) is not None:
+                problems.add(
+                    f"{path}.{key}",
+                    f"a {dev.kind} is only on or off; min/max apply to pwm_led, pwm_output, "
+                    "rgb_led and servo",
+                )
+        return
+    full = (-90.0, 90.0) if dev.kind == "servo" else (0.0, 1.0)
+    low, high = span
+    bad = False
+    for key, value in (("min", dev.min), ("max", dev.max)):
+        if value is not None and not full[0] <= value <= full[1]:
+            problems.add(f"{path}.{key}", f"{value:g} is outside {full[0]:g}..{full[1]:g}")
+            bad = True
+    if bad:
+        return
+    if low > high:
+        problems.add(f"{path}.max", f"must not be below min ({low:g})")
+        return
+    if dev.kind != "servo" and high <= 0:
+        problems.add(f"{path}.max", "must be above 0, or the device could never switch on")
+        return
+    allowed = describe_range(dev.kind, low, high)
+    if dev.kind == "servo":
+        checks = (("initial_angle", dev.initial_angle), ("safe_angle", dev.safe_angle))
+    else:
+        checks = (("initial", dev.initial), ("safe", dev.safe))
+    for key, value in checks:
+        if value is None or (dev.kind != "servo" and value == 0):
+            continue
+        if not low <= value <= high:
+            problems.add(f"{path}.{key}", f"{value:g} is outside the device's range {allowed}")
+
+
+def _check_tool_range(
+    path: str, tool: ToolSettings, name: str, dev: DeviceSettings, problems: _Problems
+) -> None:
+    """A tool's min/max may only narrow its device's range."""
+    span = device_range(dev)
+    if span is None:
+        for key in ("min", "max"):
+            if getattr(tool, key) is not None:
+                problems.add(
+                    f"{path}.{key}",
+                    f"device {name!r} is a {dev.kind}, only on or off: it has no range to limit",
+                )
+        return
+    low, high = span
+    for key, bound in (("min", tool.min), ("max", tool.max)):
+        if key == "min" and bound == 0 and dev.kind != "servo":
+            continue  # 0 = off is always allowed
+        if bound is not None and not low <= bound <= high:
+            problems.add(
+                f"{path}.{key}",
+                f"{bound:g} is outside the range of device {name!r} ({low:g} to {high:g}, "
+                f"devices.{name}.min/max); a tool may only narrow it",
+            )
+
+
+def _check_endpoint(endpoint: str, problems: _Problems) -> None:
+    """ws:// carries the API key in cleartext, so it may only reach this machine."""
+    try:
+        url = urlsplit(endpoint)
+        url.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        problems.add("live.endpoint", f"{endpoint!r} is not a valid URL: {exc}")
+        return
+    if url.scheme not in ("ws", "wss") or not url.hostname:
+        problems.add("live.endpoint", f"{endpoint!r} must be a wss:// (or ws://) URL with a host")
+        return
+    if url.scheme == "ws" and not _is_loopback(url.hostname):
+        problems.add(
+            "live.endpoint",
+            f"ws:// to {url.hostname} would send the API key in cleartext; use wss://, "
+            "or ws:// only to this machine (127.0.0.1, ::1, localhost)",
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check(config: Config, problems: _Problems) -> None:
@@ -615,6 +802,7 @@ def _check(config: Config, problems: _Problems) -> None:
             for key, value in (("initial", dev.initial), ("safe", dev.safe)):
                 if value not in (None, 0, 1):
                     problems.add(f"{path}.{key}", f"must be 0 (off) or 1 (on) for a {dev.kind}")
+        _check_device_range(path, dev, problems)
     for section, ref, kinds in (
         ("ptt.device", config.ptt.device, {"button"}),
         ("status_light.device", config.status_light.device, {"led", "pwm_led", "rgb_led"}),
@@ -647,16 +835,21 @@ def _check(config: Config, problems: _Problems) -> None:
             problems.add(f"{path}.verb", f"a {dev.kind} cannot {tool.verb!r}; allowed: {allowed}")
         if tool.min is not None and tool.max is not None and tool.min > tool.max:
             problems.add(f"{path}.max", "must not be below min")
-        low, high = {"value": (0, 1), "angle": (-90, 90)}.get(tool.verb, (None, None))
-        for key, bound in (("min", tool.min), ("max", tool.max)):
-            if bound is not None and low is not None and not low <= bound <= high:
-                problems.add(
-                    f"{path}.{key}", f"{bound:g} is outside {low}..{high} for {tool.verb!r}"
-                )
+        if dev is not None:
+            _check_tool_range(path, tool, tool.device, dev, problems)
         if tool.auto_off_s is not None and dev is not None and dev.kind in ("servo", "input"):
             problems.add(f"{path}.auto_off_s", f"a {dev.kind} cannot be switched off")
-    if config.control.enabled and not re.fullmatch(r"0?[0-7]{3}", config.control.mode):
-        problems.add("control.mode", f"{config.control.mode!r} is not an octal mode like 0660")
+    if config.control.enabled:
+        mode = config.control.mode
+        if not re.fullmatch(r"0?[0-7]{3}", mode):
+            problems.add("control.mode", f"{mode!r} is not an octal mode like 0660")
+        elif int(mode, 8) & ~0o660:
+            problems.add(
+                "control.mode",
+                f"{mode!r} is wider than 0660: anyone outside the pi-agent group (or any "
+                "execute bit) could drive the agent; use 0660 or 0600",
+            )
+    _check_endpoint(config.live.endpoint, problems)
     if config.camera.backend != "none" and config.camera.mode == "on_demand" and "look" in names:
         problems.add("tools", "'look' is the camera's built-in tool name; rename your tool")
 
@@ -677,22 +870,106 @@ def parse_config(data: Any) -> Config:
     return config
 
 
-def load_config(path: str | os.PathLike | None = None) -> Config:
-    """Load and validate a YAML file (``None`` = built-in defaults)."""
-    if path is None:
-        return parse_config({})
+MAX_CONFIG_BYTES = 256 * 1024
+MAX_YAML_NODES = 20_000  # counted with every alias expanded
+MAX_YAML_DEPTH = 32
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a document too deep, or too big once its aliases are expanded.
+
+    PyYAML shares an aliased node, so a "billion laughs" document loads small
+    and explodes for whoever walks it; counting each alias as a copy of its
+    target while composing stops it before any Python object exists. The depth
+    limit keeps PyYAML's recursive composer far from RecursionError.
+    """
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._nodes = 0
+        self._depth = 0
+
+    def _grow(self, count: int, mark: Any) -> None:
+        self._nodes += count
+        if self._nodes > MAX_YAML_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"more than {MAX_YAML_NODES} values once aliases are expanded", mark
+            )
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                size = getattr(target, "_pi_agent_size", None)
+                if size is None:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"alias *{event.anchor} refers to itself", event.start_mark
+                    )
+                self._grow(size, event.start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark
+            )
+        start = self._nodes
+        self._grow(1, event.start_mark)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        node._pi_agent_size = self._nodes - start
+        return node
+
+
+def _read_text(path: str | os.PathLike, where: str, noun: str, limit: int) -> str:
+    """A small UTF-8 file's text; otherwise ConfigError ``"<where>: <noun> is ..."``."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+        raise ConfigError(f"{where}: cannot read {noun}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # e.g. a NUL in the path
+        raise ConfigError(f"{where}: cannot read {noun}: {exc}") from None
+    if len(raw) > limit:
+        raise ConfigError(
+            f"{where}: {noun} is larger than {limit // 1024} KiB; is it the right file?"
+        )
     try:
-        data = yaml.safe_load(text)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{where}: {noun} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
+
+
+def load_yaml(text: str, path: str | os.PathLike = "<config>") -> Any:
+    """Parse YAML text with the bounded safe loader; ConfigError naming the line otherwise."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
-    return parse_config(data)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # e.g. a date like 2024-13-45, which PyYAML's constructor does not catch
+        raise ConfigError(f"{path}: invalid YAML: {type(exc).__name__}: {exc}") from None
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Load and validate a YAML file (``None`` = built-in defaults).
+
+    Every failure is a ConfigError naming the file: unreadable, over
+    ``MAX_CONFIG_BYTES``, not UTF-8, bad YAML, too deep or alias-bombed, or
+    invalid values.
+    """
+    if path is None:
+        return parse_config({})
+    text = _read_text(path, str(path), "config", MAX_CONFIG_BYTES)
+    return parse_config(load_yaml(text, path))
 
 
 def replace(config: Config, **sections: Any) -> Config:
@@ -729,14 +1006,36 @@ def resolve_api_key(live: LiveSettings, environ: typing.Mapping[str, str] | None
 
 
 def _read_secret(path: Path, what: str) -> str:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror or exc}") from None
+    text = _read_text(path, what, str(path), 64 * 1024)
     secret = text.strip().splitlines()[0].strip() if text.strip() else ""
     if not secret:
         raise ConfigError(f"{what}: {path} is empty")
     return secret
+
+
+def key_file_problem(live: LiveSettings) -> tuple[str, str] | None:
+    """(problem, fix) when ``live.api_key_file`` is open to group or others; else None.
+
+    The key itself is never read here.
+    """
+    if not live.api_key_file:
+        return None
+    try:
+        mode = stat.S_IMODE(os.stat(live.api_key_file).st_mode)
+    except (OSError, ValueError):
+        return None  # resolve_api_key reports a missing file
+    if not mode & 0o077:
+        return None
+    return (
+        f"live.api_key_file {live.api_key_file} has mode {mode:04o}: other users can read it",
+        f"chmod 600 {live.api_key_file}",
+    )
+
+
+def key_file_warning(live: LiveSettings) -> str | None:
+    """One line for the start-up log when the key file is readable by others; else None."""
+    problem = key_file_problem(live)
+    return None if problem is None else f"{problem[0]}; fix: {problem[1]}"
 
 
 # --------------------------------------------------------------------------- docs

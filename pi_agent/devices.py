@@ -17,16 +17,14 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Literal
 
 from gpiozero import (
     LED,
-    PWMLED,
     RGBLED,
-    AngularServo,
     Button,
     Buzzer,
     DigitalInputDevice,
@@ -36,16 +34,32 @@ from gpiozero import (
 from gpiozero.exc import BadPinFactory, GPIOPinInUse, PinPWMUnsupported
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from .config import Config, DeviceSettings, GpioSettings, PttSettings, StatusLightSettings
-from .errors import ClosedError, DeviceError
+from .bounds import (
+    VERB_ARGS,
+    BoundedPWMLED,
+    BoundedPWMOutput,
+    BoundedRGBLED,
+    BoundedServo,
+    Bounds,
+    act,
+    scaled_level,
+)
+from .config import (
+    _VERBS_BY_KIND,
+    Config,
+    DeviceSettings,
+    GpioSettings,
+    PttSettings,
+    StatusLightSettings,
+    device_range,
+)
+from .errors import ClosedError, DeviceError, ToolError
 
 log = logging.getLogger(__name__)
 
 OUTPUT_KINDS = frozenset({"led", "pwm_led", "rgb_led", "buzzer", "output", "pwm_output", "servo"})
 DIGITAL_KINDS = frozenset({"led", "buzzer", "output"})
 PWM_KINDS = frozenset({"pwm_led", "pwm_output"})
-
-
 # --------------------------------------------------------------------------- factory
 
 
@@ -67,15 +81,13 @@ def make_pin_factory(gpio: GpioSettings) -> Any:
             try:
                 return ep.load()()
             except Exception as exc:
-                raise DeviceError(
-                    f"gpio.pin_factory: {name!r} could not be loaded: {exc}. On a Raspberry Pi "
-                    f"install its library (lgpio: apt install python3-lgpio); elsewhere use "
-                    f"'mock' to simulate the pins"
+                raise _device_error(
+                    f"gpio.pin_factory: {name!r} could not be loaded: {exc}", NO_FACTORY_FIX
                 ) from exc
     known = ", ".join(sorted(ep.name for ep in group))
-    raise DeviceError(
-        f"gpio.pin_factory: unknown pin factory {name!r}; use one of {known}, "
-        f"or null for gpiozero's own choice"
+    raise _device_error(
+        f"gpio.pin_factory: unknown pin factory {name!r}",
+        f"use one of {known}, or null for gpiozero's own choice",
     )
 
 
@@ -86,10 +98,17 @@ def _pins_of(settings: DeviceSettings) -> tuple[int, ...]:
     return tuple(settings.pins) if settings.kind == "rgb_led" else (settings.pin,)
 
 
-def _build_device(settings: DeviceSettings, factory: Any) -> Any:
-    """One gpiozero object for one YAML device."""
+def device_bounds(name: str, settings: DeviceSettings) -> Bounds | None:
+    """The :class:`Bounds` of a YAML device (None for on/off kinds and inputs)."""
+    span = device_range(settings)
+    return None if span is None else Bounds(name, settings.kind, *span)
+
+
+def _build_device(name: str, settings: DeviceSettings, factory: Any) -> Any:
+    """One gpiozero object for one YAML device; outputs with a range are bounded at the pin."""
     s = settings
     kind = s.kind
+    bounds = device_bounds(name, s)
     if kind in ("button", "input"):
         # gpiozero wants active_state only when there is no pull resistor.
         active = s.active_high if s.pull_up is None else None
@@ -107,9 +126,10 @@ def _build_device(settings: DeviceSettings, factory: Any) -> Any:
             s.pin, active_high=s.active_high, initial_value=bool(s.initial), pin_factory=factory
         )
     if kind in PWM_KINDS:
-        cls = PWMLED if kind == "pwm_led" else PWMOutputDevice
+        cls = BoundedPWMLED if kind == "pwm_led" else BoundedPWMOutput
         return cls(
             s.pin,
+            bounds=bounds,
             active_high=s.active_high,
             initial_value=s.initial,
             frequency=s.frequency,
@@ -117,18 +137,19 @@ def _build_device(settings: DeviceSettings, factory: Any) -> Any:
         )
     if kind == "rgb_led":
         red, green, blue = s.pins
-        return RGBLED(
+        return BoundedRGBLED(
             red,
             green,
             blue,
+            bounds=bounds,
             active_high=s.active_high,
             initial_value=(s.initial,) * 3,
-            pwm=True,
             pin_factory=factory,
         )
     if kind == "servo":
-        return AngularServo(
+        return BoundedServo(
             s.pin,
+            bounds=bounds,
             initial_angle=s.initial_angle,
             min_angle=-90,
             max_angle=90,
@@ -139,6 +160,19 @@ def _build_device(settings: DeviceSettings, factory: Any) -> Any:
     raise DeviceError(f"unknown device kind {kind!r}")  # pragma: no cover - config rejects it
 
 
+def _device_error(problem: str, fix: str) -> DeviceError:
+    """A DeviceError whose message is problem and fix; ``.problem``/``.fix`` keep them apart."""
+    error = DeviceError(f"{problem}. {fix[:1].upper()}{fix[1:]}" if fix else problem)
+    error.problem, error.fix = problem, fix  # type: ignore[attr-defined]  # for pi-agent check
+    return error
+
+
+NO_FACTORY_FIX = (
+    "on a Raspberry Pi: sudo apt install python3-lgpio (or set gpio.pin_factory); "
+    "on any other machine set gpio.pin_factory: mock"
+)
+
+
 def _explain(name: str, settings: DeviceSettings, exc: Exception) -> DeviceError:
     """Turn a gpiozero/lgpio failure into one line that names the device, pin and fix."""
     pins = _pins_of(settings)
@@ -146,23 +180,23 @@ def _explain(name: str, settings: DeviceSettings, exc: Exception) -> DeviceError
     where = f"GPIO{found.group(1)}" if found else "/".join(f"GPIO{p}" for p in pins)
     text = str(exc)
     if isinstance(exc, GPIOPinInUse) or "busy" in text.lower():
-        return DeviceError(
+        return _device_error(
             f"devices.{name}: {where} is busy: another program (a second pi-agent, a script "
-            f"still running, or a kernel driver/overlay) holds it. Stop that program "
-            f"(`gpioinfo` shows the holder) or move {name!r} to a free pin"
+            f"still running, or a kernel driver/overlay) holds it",
+            f"stop that program (`gpioinfo` shows the holder) or move {name!r} to a free pin",
         )
     if isinstance(exc, BadPinFactory):
-        return DeviceError(
-            f"devices.{name}: no GPIO pin factory could be loaded ({text}). On a Raspberry Pi "
-            f"install python3-lgpio; on any other machine set gpio.pin_factory: mock"
-        )
+        return _device_error(f"no GPIO pin factory could be loaded ({text})", NO_FACTORY_FIX)
     if isinstance(exc, PinPWMUnsupported):
-        return DeviceError(
-            f"devices.{name}: {where} cannot do PWM with this pin factory. With "
-            f"GPIOZERO_PIN_FACTORY=mock also set GPIOZERO_MOCK_PIN_CLASS=mockpwmpin, "
-            f"or use gpio.pin_factory: mock"
+        return _device_error(
+            f"devices.{name}: {where} cannot do PWM with this pin factory",
+            "with GPIOZERO_PIN_FACTORY=mock also set GPIOZERO_MOCK_PIN_CLASS=mockpwmpin, "
+            "or use gpio.pin_factory: mock",
         )
-    return DeviceError(f"devices.{name}: {settings.kind} on {where} failed: {text or exc!r}")
+    return _device_error(
+        f"devices.{name}: {settings.kind} on {where} failed: {text or exc!r}",
+        "check the wiring and that no other program uses the pin",
+    )
 
 
 class Devices:
@@ -176,13 +210,18 @@ class Devices:
     def __init__(self, config: Config, pin_factory: Any = None):
         self.pin_factory = pin_factory if pin_factory is not None else make_pin_factory(config.gpio)
         self._settings: dict[str, DeviceSettings] = dict(config.devices)
+        self._bounds = {
+            name: b
+            for name, s in self._settings.items()
+            if (b := device_bounds(name, s)) is not None
+        }
         self._devices: dict[str, Any] = {}
         self._lock = threading.RLock()
         self._closed = False
         try:
             for name, settings in self._settings.items():
                 try:
-                    self._devices[name] = _build_device(settings, self.pin_factory)
+                    self._devices[name] = _build_device(name, settings, self.pin_factory)
                 except DeviceError:
                     raise
                 except Exception as exc:
@@ -258,7 +297,59 @@ class Devices:
     def kind(self, name: str) -> str:
         return self._settings[name].kind
 
-    # -- state
+    def bounds(self, name: str) -> Bounds | None:
+        """The declared range of ``name`` (None for on/off kinds and inputs)."""
+        return self._bounds.get(name)
+
+    # -- the one way to act on a device
+
+    def apply(
+        self,
+        name: str,
+        verb: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        limit: tuple[float | None, float | None] = (None, None),
+    ) -> dict[str, Any]:
+        """Perform ``verb`` on device ``name`` and return its new state.
+
+        Every writer goes through here (tools, and the MQTT and timer code through
+        :meth:`pi_agent.tools.ToolRunner.command`): the verb must be allowed for
+        the device's kind, the arguments well-typed, and any level or angle inside
+        the device's bounds, narrowed by ``limit`` (a tool's own min/max). ``on``
+        on a dimmable device means the top of the range; blink/pulse steps are
+        scaled into it. Raises ToolError (BoundsError for a value out of range)
+        before anything moves. Verbs and arguments: on, off, toggle, read (none);
+        set (on: bool); value (value: 0-1); angle (angle: degrees); blink and
+        pulse (count: 1-100, default 1; period_s: 0.2-5 s, default 1).
+        """
+        if not isinstance(args, Mapping):
+            if args is not None:
+                raise ToolError(f"the arguments for {verb!r} on {name!r} must be an object")
+            args = {}
+        with self._lock:
+            if self._closed:
+                raise ToolError("the GPIO devices are closed")
+            device = self._devices.get(name)
+            if device is None:
+                known = ", ".join(self._devices) or "none"
+                raise ToolError(f"no device named {name!r}; known: {known}")
+            kind = self._settings[name].kind
+            allowed = _VERBS_BY_KIND[kind]
+            if verb not in allowed:
+                raise ToolError(
+                    f"{name} is a {kind}: it cannot {verb!r}; allowed: {', '.join(sorted(allowed))}"
+                )
+            expected = VERB_ARGS[verb]
+            extra = sorted(map(str, set(args) - set(expected)))
+            if extra:
+                takes = ", ".join(expected) or "no arguments"
+                raise ToolError(f"{verb!r} on {name} takes {takes}, not {extra[0]!r}")
+            span = self._bounds.get(name)
+            if span is not None:
+                span = span.narrow(*limit)
+            result = act(name, kind, device, verb, args, span)
+            return {**self.state(name), **result}
 
     def state(self, name: str) -> dict[str, Any]:
         """A small JSON-friendly picture of one device (what tools report back)."""
@@ -292,14 +383,17 @@ class Devices:
         return device.value
 
     def restore(self, name: str, value: Any) -> None:
-        """Put a :meth:`snapshot` back; stops any blink/pulse running on the device."""
-        device = self.get(name)
-        if self._settings[name].kind == "servo":
-            device.angle = value
-        elif self._settings[name].kind == "rgb_led":
-            device.value = tuple(value)
-        else:
-            device.value = value
+        """Put a :meth:`snapshot` back (checked like any write); stops a running blink/pulse."""
+        with self._lock:
+            device = self.get(name)
+            kind = self._settings[name].kind
+            span = self._bounds.get(name)
+            if kind == "servo":
+                device.angle = None if value is None else span.check(value, "angle")
+            elif kind == "rgb_led":
+                device.value = tuple(span.check(c) for c in value)
+            else:
+                device.value = value if span is None else span.check(value)
 
     def safe_state(self) -> None:
         """Return every output to its declared ``safe`` value (servos: ``safe_angle``).
@@ -728,7 +822,7 @@ class StatusLight:
             if p.mode == "off":
                 device.off()
             elif p.mode == "solid":
-                device.color = color
+                device.color = tuple(scaled_level(device, c) for c in color)
             elif p.mode == "blink":
                 device.blink(on_time=p.on_s, off_time=p.off_s, on_color=color, background=True)
             else:
@@ -737,7 +831,7 @@ class StatusLight:
             if p.mode == "off":
                 device.off()
             elif p.mode == "solid":
-                device.value = min(1.0, p.level * scale)
+                device.value = scaled_level(device, min(1.0, p.level * scale))
             elif p.mode == "blink":
                 device.blink(on_time=p.on_s, off_time=p.off_s, background=True)
             else:
@@ -758,6 +852,7 @@ __all__ = [
     "LightPattern",
     "PushToTalk",
     "StatusLight",
+    "device_bounds",
     "light_kind",
     "make_pin_factory",
     "status_table",

@@ -105,6 +105,15 @@ class ToolError(PiAgentError, ValueError):
     """A tool call was refused (unknown tool, bad argument, rate limit...)."""
 
 
+class BoundsError(ToolError):
+    """A value outside a device's declared range; ``low``/``high`` are that range."""
+
+    def __init__(self, message: str, low: float, high: float):
+        super().__init__(message)
+        self.low = low
+        self.high = high
+
+
 class ZombieThread(PiAgentError, RuntimeError):
     """A worker thread did not stop within its timeout."""
 

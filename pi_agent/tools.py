@@ -2,7 +2,8 @@
 
 A tool is one device and one verb from an allow-list, so the model can never
 name a Python attribute, a pin outside the config or a value outside the
-tool's bounds. :class:`ToolBox` owns the declarations and argument checks;
+tool's bounds (which only narrow the device's; the device layer enforces those
+at the pin, see bounds.py). :class:`ToolBox` owns the declarations and argument checks;
 :class:`ToolRunner` runs calls on the ``pi-agent-tools`` thread with a time
 limit, a per-tool rate limit, auto-off timers and cancellation/undo, and
 always answers with a FunctionResponse (an error one rather than a crash).
@@ -20,8 +21,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .bounds import BLINK_PERIOD_S, Bounds
 from .config import ToolSettings
-from .devices import PWM_KINDS, Devices
+from .devices import Devices
 from .errors import ClosedError, ConfigError, ToolError
 from .threads import Worker, call_logged
 
@@ -46,7 +48,6 @@ SCHEMA_KEYS = frozenset(
 SCHEMA_TYPES = frozenset({"OBJECT", "BOOLEAN", "NUMBER", "INTEGER", "STRING", "ARRAY"})
 DECLARATION_KEYS = frozenset({"name", "description", "parameters", "behavior"})
 
-BLINK_PERIOD_S = (0.2, 5.0)  # bounds of one on+off (or fade up+down) cycle
 DEFAULT_PERIOD_S = 1.0
 BUILTIN_TIMEOUT_S = 10.0
 
@@ -112,21 +113,29 @@ class Param:
     minimum: float | None = None
     maximum: float | None = None
     default: Any = None
+    zero_ok: bool = False  # a PWM level: 0 (off) is allowed below ``minimum``
 
     def schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type, "description": self.description}
         if self.minimum is not None:
-            out["minimum"] = self.minimum
+            out["minimum"] = 0.0 if self.zero_ok else self.minimum
         if self.maximum is not None:
             out["maximum"] = self.maximum
         return out
+
+    def allowed(self) -> str:
+        """``0 to 0.8`` or ``0 (off) or 0.2 to 0.8``."""
+        low, high = self.minimum, self.maximum
+        if self.zero_ok and low:
+            return f"0 (off) or {low:g} to {high:g}"
+        return f"{low:g} to {high:g}"
 
     def spec(self) -> str:
         """``value (number 0 to 0.8, required)`` for error messages."""
         kind = {"BOOLEAN": "true or false", "NUMBER": "number", "INTEGER": "integer"}[self.type]
         bounds = ""
         if self.minimum is not None and self.maximum is not None:
-            bounds = f" {self.minimum:g} to {self.maximum:g}"
+            bounds = f" {self.allowed()}"
         need = "required" if self.required else f"optional, default {self.default:g}"
         return f"{self.name} ({kind}{bounds}, {need})"
 
@@ -148,9 +157,11 @@ class Param:
             value = int(value)
         else:
             value = float(value)
+        if self.zero_ok and value == 0:
+            return value
         low, high = self.minimum, self.maximum
         if (low is not None and value < low) or (high is not None and value > high):
-            raise ToolError(f"{where} is {value:g}, outside the allowed {low:g} to {high:g}")
+            raise ToolError(f"{where} is {value:g}, outside the allowed {self.allowed()}")
         return value
 
 
@@ -192,8 +203,12 @@ class Tool:
         return "it takes: " + "; ".join(p.spec() for p in self.params)
 
 
-def _params_for(t: ToolSettings, kind: str, device_text: str) -> tuple[Param, ...]:
-    """The arguments a verb takes; the YAML may override the main one's description."""
+def _params_for(t: ToolSettings, span: Bounds | None, device_text: str) -> tuple[Param, ...]:
+    """The arguments a verb takes; the YAML may override the main one's description.
+
+    ``span`` is the device's range already narrowed by the tool's min/max: a
+    tool without bounds offers exactly its device's.
+    """
     what = device_text or t.device
     custom = t.parameter_description
     verb = t.verb
@@ -201,14 +216,16 @@ def _params_for(t: ToolSettings, kind: str, device_text: str) -> tuple[Param, ..
         return (
             Param("on", "BOOLEAN", custom or f"true switches {what} on, false switches it off."),
         )
-    if verb == "value":
-        low = 0.0 if t.min is None else t.min
-        high = 1.0 if t.max is None else t.max
-        text = custom or f"Level of {what}: {low:g} is the lowest allowed, {high:g} the highest."
-        return (Param("value", "NUMBER", text, minimum=low, maximum=high),)
-    if verb == "angle":
-        low = -90.0 if t.min is None else t.min
-        high = 90.0 if t.max is None else t.max
+    if verb == "value" and span is not None:
+        low, high = span.low, span.high
+        if low > 0:
+            lowest = f"0 is off, otherwise {low:g} is the lowest allowed"
+        else:
+            lowest = f"{low:g} is the lowest allowed"
+        text = custom or f"Level of {what}: {lowest}, {high:g} the highest."
+        return (Param("value", "NUMBER", text, minimum=low, maximum=high, zero_ok=True),)
+    if verb == "angle" and span is not None:
+        low, high = span.low, span.high
         text = custom or f"Angle of {what} in degrees, {low:g} to {high:g}."
         return (Param("angle", "NUMBER", text, minimum=low, maximum=high),)
     if verb in ("blink", "pulse"):
@@ -265,7 +282,10 @@ class ToolBox:
             if t.name in self._tools:
                 problems.append(f"tool {t.name!r} is declared twice")
                 continue
-            tool = Tool(t, settings.kind, _params_for(t, settings.kind, settings.description))
+            span = devices.bounds(t.device)
+            if span is not None:
+                span = span.narrow(t.min, t.max)
+            tool = Tool(t, settings.kind, _params_for(t, span, settings.description))
             try:
                 check_declaration(tool.declaration())
             except ValueError as exc:
@@ -366,56 +386,24 @@ class ToolBox:
     def execute(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """Perform a validated call on its device and return the result object.
 
-        The result names the device and carries its new state; a blink or pulse
-        runs on gpiozero's background thread and reports how long it will take.
+        The device layer (:meth:`Devices.apply`) does the work and enforces the
+        device's bounds, narrowed by the tool's min/max; the result names the
+        device and carries its new state, and a blink or pulse (on gpiozero's
+        background thread) reports how long it will take.
         """
         tool = self._tools[name]
-        device = self.devices.get(tool.device)
-        verb, kind, s = tool.verb, tool.kind, tool.settings
-        extra: dict[str, Any] = {}
-        if verb == "on" or (verb == "set" and args["on"]):
-            self._switch_on(tool, device)
-        elif verb == "off" or verb == "set":
-            device.off()
-        elif verb == "toggle":
-            if device.is_active:
-                device.off()
-            else:
-                self._switch_on(tool, device)
-        elif verb == "value":
-            level = args["value"]
-            device.value = (level,) * 3 if kind == "rgb_led" else level
-        elif verb == "angle":
-            device.angle = args["angle"]
-        elif verb in ("blink", "pulse"):
-            n, period = args["count"], args["period_s"]
-            peak = 1.0 if s.max is None else s.max
-            half = period / 2
-            if verb == "blink":
-                if kind == "rgb_led":
-                    device.blink(half, half, on_color=(peak,) * 3, n=n, background=True)
-                else:
-                    device.blink(on_time=half, off_time=half, n=n, background=True)
-            elif kind == "rgb_led":
-                device.pulse(half, half, on_color=(peak,) * 3, n=n, background=True)
-            else:
-                device.pulse(fade_in_time=half, fade_out_time=half, n=n, background=True)
-            running = "blinking" if verb == "blink" else "pulsing"
-            extra = {running: True, "count": n, "duration_s": round(n * period, 3)}
-        elif verb != "read":  # pragma: no cover - config allow-list
-            raise ToolError(f"verb {verb!r} is not supported")
-        return {"device": tool.device, **self.devices.state(tool.device), **extra}
+        s = tool.settings
+        state = self.devices.apply(tool.device, tool.verb, args, limit=(s.min, s.max))
+        return {"device": tool.device, **state}
 
-    @staticmethod
-    def _switch_on(tool: Tool, device: Any) -> None:
-        # A tool's max also caps "on" for dimmable outputs: a 0.8 ceiling means 0.8.
-        peak = 1.0 if tool.settings.max is None else tool.settings.max
-        if tool.kind in PWM_KINDS:
-            device.value = peak
-        elif tool.kind == "rgb_led":
-            device.value = (peak,) * 3
-        else:
-            device.on()
+    def rate_limit_per_min(self, device: str) -> int | None:
+        """Tightest ``rate_limit_per_min`` of any tool on ``device`` (None: no limit)."""
+        values = [
+            t.settings.rate_limit_per_min
+            for t in self._tools.values()
+            if t.device == device and t.settings.rate_limit_per_min is not None
+        ]
+        return min(values) if values else None
 
     def run_builtin(self, name: str, args: Any) -> dict[str, Any]:
         """Call a built-in handler and shape its answer into a response object."""
@@ -537,6 +525,40 @@ class ToolRunner(Worker):
         for call in reverts:
             self._jobs.put(("revert", call))
         return acted
+
+    def command(self, device: str, verb: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run one device verb now, on the caller's thread, and return the device's new state.
+
+        For callers other than the model (the MQTT bridge, timers): it holds the
+        GPIO lock like a tool call, goes through :meth:`Devices.apply` (the
+        device's bounds), counts against a per-device rate limit (the tightest
+        ``rate_limit_per_min`` of the device's tools; a read is never limited),
+        and arms auto-off. Raises ToolError (BoundsError for a value out of
+        range); nothing moves then.
+        """
+        with self._lock:
+            if self._closed:
+                raise ToolError("the tool runner is stopped")
+        with self._gpio:
+            limit = self.toolbox.rate_limit_per_min(device) if verb != "read" else None
+            recent = self._rates.setdefault(f"device:{device}", deque())
+            now = self._clock()
+            while recent and now - recent[0] >= 60:
+                recent.popleft()
+            if limit is not None and len(recent) >= limit:
+                wait = math.ceil(60 - (now - recent[0]))
+                raise ToolError(
+                    f"rate limit: {device} may be commanded at most {limit} times a minute; "
+                    f"try again in {wait} s"
+                )
+            state = self.devices.apply(device, verb, args)
+            if verb == "read":
+                return state
+            if limit is not None:
+                recent.append(now)
+            self._bump(device)
+            self._arm_auto_off(device, blinking="duration_s" in state)
+            return state
 
     # -- lifecycle
 
@@ -690,7 +712,7 @@ class ToolRunner(Worker):
                     self.devices.restore(call.device, call.before)
                     log.info("undid %s (%s) on %s", call.id, call.name, call.device)
                 elif call.background_until is not None and time.monotonic() < call.background_until:
-                    self.devices.get(call.device).off()
+                    self.devices.apply(call.device, "off")
                     log.info("stopped %s (%s) on %s", call.id, call.name, call.device)
                 else:
                     return
@@ -727,7 +749,7 @@ class ToolRunner(Worker):
                 return  # replaced or cancelled meanwhile
             del self._auto_off[device]
             try:
-                self.devices.get(device).off()
+                self.devices.apply(device, "off")
                 self._bump(device)
                 log.warning(
                     "auto-off: %s switched off after %g s", device, self.toolbox.auto_off_s(device)
@@ -741,7 +763,7 @@ class ToolRunner(Worker):
             for device, timer in timers.items():
                 timer.cancel()
                 try:
-                    self.devices.get(device).off()
+                    self.devices.apply(device, "off")
                     log.info("auto-off: %s switched off at shutdown", device)
                 except Exception:
                     log.exception("could not switch %s off at shutdown", device)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import logging
+import warnings
 
 import pytest
 from gpiozero import LED
@@ -51,6 +53,7 @@ def make_config(server, **overrides):
 
 def run_check(config, factory, key=FAKE_KEY, **kw):
     out = io.StringIO()
+    kw.setdefault("config_path", "/etc/pi-agent/test.yaml")
     checker = Checker(
         config,
         environ={"GEMINI_API_KEY": key},
@@ -82,6 +85,8 @@ def test_check_all_pass(server, card, factory):
     assert FAKE_KEY not in text
     assert "setupComplete from gemini-3.8-live" in text
     assert "failed" in text.splitlines()[-1] and ", 0 failed" in text
+    assert text.splitlines()[0] == "PASS  config: /etc/pi-agent/test.yaml is valid"
+    assert "2 devices ready" in results["gpio"].detail
 
 
 def test_check_bad_key(server, card, factory):
@@ -134,5 +139,124 @@ def test_check_cli_offline(server, card, tmp_path, monkeypatch, capsys):
     path.write_text("audio: {backend: none}\ncamera: {backend: none}\ngpio: {pin_factory: mock}\n")
     monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
     assert main(["check", "--config", str(path), "--offline"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0] == f"PASS  config: {path} is valid"  # the file it judged comes first
+    assert "WARN  audio" in captured.out
+    assert "passed" in lines[-1] and captured.err == ""
+
+
+def test_check_cli_without_a_config_file_warns_about_defaults(monkeypatch, capsys):
+    monkeypatch.delenv("PI_AGENT_CONFIG", raising=False)
+    monkeypatch.setattr("pi_agent.cli._config_path", lambda path: None)
+    monkeypatch.setattr("pi_agent.check.Checker.check_audio", lambda self: None)
+    monkeypatch.setattr("pi_agent.check.Checker.check_camera", lambda self: None)
+    monkeypatch.setenv("GEMINI_API_KEY", FAKE_KEY)
+    main(["check", "--offline"])
     out = capsys.readouterr().out
-    assert "PASS  config: valid" in out and "WARN  audio" in out
+    assert out.splitlines()[0] == "WARN  config: no config file: using built-in defaults"
+    assert "PASS  config" not in out
+
+
+def test_check_cli_invalid_config_is_one_fail_naming_file_and_keys(tmp_path, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_text("audio: {chunk_ms: 5}\ncontrol: {mode: '0666'}\n")
+    assert main(["check", "--config", str(path), "--offline"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"FAIL  config: {path} is not valid"
+    assert "      audio.chunk_ms: 5 is below the minimum 20" in lines
+    assert lines[-1] == "0 passed, 0 warnings, 1 failed"
+
+
+def test_check_run_agrees_with_the_loader(tmp_path, capsys):
+    """What check passes, run loads: both use load_config, so a bad file fails both."""
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"agent: {log_level: info}\n# caf\xe9\n")  # Latin-1, not UTF-8
+    assert main(["check", "--config", str(path), "--offline"]) == 1
+    assert "is not UTF-8 text (byte 0xe9" in capsys.readouterr().out
+    assert main(["run", "--config", str(path)]) == 2
+    assert "is not UTF-8 text (byte 0xe9" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- fixes, once
+
+
+def _offline(config, factory, **kw):
+    out = io.StringIO()
+    checker = Checker(
+        config,
+        config_path="/etc/pi-agent/config.yaml",
+        environ={"GEMINI_API_KEY": FAKE_KEY},
+        pin_factory=factory,
+        out=out,
+        **kw,
+    )
+    code = checker.run(skip_network=True)
+    return code, out.getvalue(), {r.name: r for r in checker.results}
+
+
+def test_check_missing_pin_factory_gets_the_install_fix_and_its_warnings_inside(monkeypatch):
+    from gpiozero import Device
+    from gpiozero.exc import BadPinFactory, PinFactoryFallback
+
+    def no_factory():
+        warnings.warn(
+            PinFactoryFallback("Falling back from lgpio: No module named 'lgpio'"), stacklevel=2
+        )
+        logging.getLogger("gpiozero").warning("no pins here")
+        raise BadPinFactory("Unable to load any default pin factory!")
+
+    monkeypatch.setattr(Device, "_default_pin_factory", staticmethod(no_factory))
+    monkeypatch.setattr(Device, "pin_factory", None)
+    config = parse_config(
+        {
+            "audio": {"backend": "none"},
+            "devices": {"lamp": {"kind": "led", "pin": 27}},
+        }
+    )
+    code, text, results = _offline(config, None)
+    assert code == 1
+    gpio = results["gpio"]
+    assert gpio.status == "FAIL"
+    assert "no GPIO pin factory could be loaded" in gpio.detail
+    assert "python3-lgpio" in gpio.fix and "gpio.pin_factory" in gpio.fix
+    assert "free the pin" not in text
+    assert text.count("python3-lgpio") == 1  # the fix once, not in the detail as well
+    lines = text.splitlines()
+    at = lines.index("FAIL  gpio: " + gpio.detail)
+    camera = next(i for i, line in enumerate(lines) if line.startswith("PASS  camera"))
+    notes = lines[at + 2 : camera]  # under the gpio check, before the next one
+    assert notes == [
+        "      note: PinFactoryFallback: Falling back from lgpio: No module named 'lgpio'",
+        "      note: warning: no pins here",
+    ]
+    assert lines[-1] == "3 passed, 1 warnings, 1 failed"  # the summary closes the output
+
+
+def test_check_camera_fix_is_not_repeated(factory):
+    config = parse_config({"audio": {"backend": "none"}, "camera": {"backend": "picamera2"}})
+    try:
+        import picamera2  # noqa: F401
+    except Exception:
+        pass
+    else:  # pragma: no cover - only on a Pi
+        pytest.skip("picamera2 is importable here")
+    _code, text, results = _offline(config, factory)
+    assert results["camera"].status == "FAIL"
+    assert text.count("camera.backend: none") == 1
+    assert "fix:" not in text.split("FAIL  camera", 1)[1]
+
+
+@pytest.mark.parametrize("mode, status", [(0o600, "PASS"), (0o400, "PASS"), (0o644, "FAIL"),
+                                          (0o640, "FAIL"), (0o604, "FAIL")])  # fmt: skip
+def test_check_key_file_mode(tmp_path, factory, mode, status):
+    key_file = tmp_path / "key"
+    key_file.write_text(FAKE_KEY + "\n")
+    key_file.chmod(mode)
+    config = parse_config({"audio": {"backend": "none"}, "live": {"api_key_file": str(key_file)}})
+    _code, text, results = _offline(config, factory)
+    assert results["api key"].status == status, text
+    if status == "FAIL":
+        assert f"mode {mode:04o}" in results["api key"].detail
+        assert results["api key"].fix == f"chmod 600 {key_file}"
+    assert FAKE_KEY not in text

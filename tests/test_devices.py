@@ -271,8 +271,10 @@ def test_config_checks_added_for_devices_and_tools():
         parse_config({"devices": devices, "tools": tools})
     assert info.value.problems == [
         "devices.lamp.safe: must be 0 (off) or 1 (on) for a output",
-        "tools[0].max: 2 is outside 0..1 for 'value'",
-        "tools[1].min: -95 is outside -90..90 for 'angle'",
+        "tools[0].max: 2 is outside the range of device 'dim' (0 to 1, devices.dim.min/max); "
+        "a tool may only narrow it",
+        "tools[1].min: -95 is outside the range of device 'arm' (-90 to 90, devices.arm.min/max); "
+        "a tool may only narrow it",
     ]
 
 

@@ -232,9 +232,12 @@ def test_tools_yaml_overrides_parameter_text_and_bounds(make_kit):
     assert decl["parameters"]["properties"]["value"] == {
         "type": "NUMBER",
         "description": "brightness, 0 to 0.6",
-        "minimum": 0.1,
+        "minimum": 0.0,  # 0 is off, always allowed; otherwise 0.1 to 0.6
         "maximum": 0.6,
     }
+    assert kit.box.tool("dim").signature() == (
+        "it takes: value (number 0 (off) or 0.1 to 0.6, required)"
+    )
 
 
 @pytest.mark.parametrize(
