@@ -349,6 +349,9 @@ class Speaker(DeviceWorker):
         self._last_drained = -math.inf
         self._underruns = 0
         self.dropped_bytes = 0  #: audio refused because the buffer was full or the device gone
+        self._wait_s: float | None = None
+        #: Turns of the thread's loop: it stays still while there is nothing to play.
+        self.loops = 0
 
     # -- called from other threads
     def play(self, pcm24: bytes) -> None:
@@ -512,6 +515,7 @@ class Speaker(DeviceWorker):
         stream = self._stream
         assert stream is not None
         while True:
+            self.loops += 1
             block: bytes | None = None
             with self._cond:
                 if self._flush_ack < self._flush_seq:
@@ -532,8 +536,8 @@ class Speaker(DeviceWorker):
                         block = self._take_block()
                     elif action == "tail":
                         self._tail_done = True
-                    elif action is None:
-                        self._cond.wait(0.05)
+                    elif action is None:  # asleep until there is news (no tick)
+                        self._cond.wait(self._wait_s)
                         continue
             if action == "abort":
                 stream.abort()
@@ -560,8 +564,10 @@ class Speaker(DeviceWorker):
 
         Turn audio goes input queue -> (resampler) -> ``_out`` at the device
         rate -> 20 ms writes, so every write is one period even though soxr
-        returns its output in bursts.
+        returns its output in bursts. With None, ``_wait_s`` is how long to
+        wait: None (no timeout) unless a gap in a turn must be noticed.
         """
+        self._wait_s = None
         frames = stream.frames
         ready = self._primed or self._ended or self._queued >= self._jitter_bytes
         if self._queued and ready and len(self._out) < frames:
@@ -572,10 +578,13 @@ class Speaker(DeviceWorker):
         if len(self._out) >= frames or (draining and len(self._out)) or len(self._chime):
             return "write"
         if self._turn and not self._queued and self._primed and not self._ended:
-            if time.monotonic() > self._play_end:  # the device ran dry mid-turn: a gap
+            now = time.monotonic()
+            if now > self._play_end:  # the device ran dry mid-turn: a gap
                 self._primed = False  # rebuild the jitter cushion before going on
                 self._underruns += 1
                 log.debug("speaker underrun (%d so far)", self._underruns)
+            else:
+                self._wait_s = self._play_end - now + 0.001  # look again when it runs dry
             return None
         if stream.is_running and not self._queued and (self._ended or not self._turn):
             return "drain"

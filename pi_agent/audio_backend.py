@@ -253,6 +253,7 @@ class PortAudioHub:
         self._users = 0
         self._streams: set[Stream] = set()
         self._refreshing = False
+        self._wakers: list[Callable[[], None]] = []
         self.generation = 0
 
     # -- life cycle
@@ -287,6 +288,15 @@ class PortAudioHub:
                 pa.terminate()
 
     # -- re-enumeration
+    def add_waker(self, wake: Callable[[], None]) -> None:
+        """Register a worker's wake-up: a worker asleep until it has work is woken for a refresh."""
+        with self._cond:
+            self._wakers.append(wake)
+
+    def remove_waker(self, wake: Callable[[], None]) -> None:
+        with self._cond, contextlib.suppress(ValueError):
+            self._wakers.remove(wake)
+
     @property
     def reinit_pending(self) -> bool:
         """True while a worker waits for everyone to close their streams."""
@@ -307,6 +317,8 @@ class PortAudioHub:
                     self._cond.wait(0.05)
                 return not self._refreshing
             self._refreshing = True
+            for wake in list(self._wakers):
+                call_logged(wake)
             try:
                 while self._streams and time.monotonic() < deadline:
                     if stopping is not None and stopping.is_set():
@@ -655,9 +667,11 @@ class DeviceWorker(Worker):
 
     def _run(self) -> None:
         self._hub.acquire()
+        self._hub.add_waker(self._wake)
         try:
             self._supervise()
         finally:
+            self._hub.remove_waker(self._wake)
             self._close_stream()
             self._hub.release()
 

@@ -11,6 +11,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -387,6 +388,38 @@ def test_speaker_underrun_end_turn_below_jitter_and_bounded_buffer(card, run):
     assert idle._queued == 4
     idle.play(bytes(60 * 48000))
     assert idle.dropped_bytes == 60 * 48000
+
+
+def thread_wakeups(worker) -> int:
+    """How often the kernel woke a worker's thread (voluntary context switches)."""
+    status = Path(f"/proc/self/task/{worker._thread.native_id}/status").read_text()
+    return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+
+
+def test_first_reply_after_a_long_idle_is_played_whole(card, run):
+    """Idle, the speaker thread sleeps without a timeout: how long it idles cannot matter."""
+    rng = np.random.default_rng(7)
+    reply = rng.integers(-8000, 8000, 24000 * 6 // 10, dtype="<i2").tobytes()  # 0.6 s, no repeats
+    speaker, events = ready_speaker(run, AudioSettings())
+    speaker.play(bytes(4800))  # an earlier turn: the stream has been started and stopped
+    speaker.end_turn()
+    assert events.wait("idle")
+    speaker.play_chime("connected")  # and a chime, as a started agent has played
+    assert wait_for(speaker.idle.is_set)
+    events.clear("idle")
+
+    loops, wakeups = speaker.loops, thread_wakeups(speaker)
+    threading.Event().wait(0.5)  # the idle window: nothing is played in it
+    assert speaker.loops == loops, "the idle speaker thread ran"
+    assert thread_wakeups(speaker) == wakeups, "the kernel woke the idle speaker thread"
+
+    before = len(card.played_bytes())
+    for i in range(0, len(reply), 1920):  # 40 ms pieces, as the server sends them
+        speaker.play(reply[i : i + 1920])
+    speaker.end_turn()
+    assert events.wait("idle")
+    assert card.wait_played(before + len(reply), TIMEOUT)
+    assert card.played_bytes()[before:] == reply  # whole: not a sample clipped
 
 
 # --------------------------------------------------------------------------- gate and chimes
