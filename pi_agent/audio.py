@@ -1,8 +1,10 @@
 """Microphone and speaker workers, the half-duplex gate, and the chimes.
 
 * :class:`Microphone` (thread ``pi-agent-mic``) reads the device in 20 ms
-  blocks, turns them into 16 kHz s16le mono chunks of ``audio.chunk_ms`` and
-  keeps the last ``audio.preroll_ms`` so the first syllable is never lost.
+  blocks while capturing (100 ms while idle), turns them into 16 kHz s16le
+  mono chunks of ``audio.chunk_ms`` and keeps the last ``audio.preroll_ms`` so
+  the first syllable is never lost. A device that delivers far faster than
+  real time is a 'fault': nothing is delivered, and it is reopened.
 * :class:`Speaker` (thread ``pi-agent-speaker``) plays the server's 24 kHz
   audio in 20 ms writes behind a small jitter buffer; :meth:`Speaker.flush`
   stops it within one write for barge-in.
@@ -11,7 +13,9 @@
 
 Both workers survive their device: a missing or vanished device is retried
 with capped exponential backoff and reported once per state change through
-``on_state(state, detail)`` ('starting', 'ok', 'missing', 'error').
+``on_state(state, detail)`` ('starting', 'ok', 'missing', 'error', 'fault').
+Idle, both sleep: the speaker until there is something to play, the mic in
+long device reads.
 Full duplex with an echo canceller is described in ``docs/audio.md``.
 """
 
@@ -33,11 +37,13 @@ from .audio_backend import (
     MIC_RATE,
     OUTPUT_RATES,
     SPEAKER_RATE,
+    DeviceFault,
     DeviceInfo,
     DeviceWorker,
     LossDetector,
     MicConverter,
     OnState,
+    PaceGuard,
     PortAudioHub,
     Stream,
     find_device,
@@ -65,7 +71,8 @@ __all__ = [
 
 log = logging.getLogger("pi_agent.audio")
 
-READ_MS = 20  #: device read size; chunks of any audio.chunk_ms are cut from the stream
+READ_MS = 20  #: device read size while capturing; chunks of any audio.chunk_ms are cut from it
+IDLE_READ_MS = 100  #: device read size while only the pre-roll is kept (10 wakeups a second)
 PERIOD_MS = 20  #: speaker write size: flush() waits for at most one of these
 MAX_BUFFER_S = 60.0  #: speaker buffer bound: replies arrive faster than real time
 CHIME_GUARD_S = 0.1  #: mic chunks this close to a chime are blanked
@@ -97,6 +104,13 @@ class Microphone(DeviceWorker):
     ``on_chunk(chunk)`` is called ON THE MIC THREAD, with :attr:`capture_lock`
     held, for every chunk after :meth:`start_capture`; it must only enqueue.
     Chunks are :class:`MicChunk` (bytes with ``captured_at``).
+
+    Idle (not capturing) the device is read ``IDLE_READ_MS`` at a time, so the
+    thread wakes 10 times a second instead of 50; PortAudio copies each device
+    period in C meanwhile. The read in progress at :meth:`start_capture`
+    finishes at its full length and its chunks are delivered after the
+    pre-roll: nothing lost, nothing twice, only the first live chunk up to
+    ``IDLE_READ_MS`` late.
     """
 
     role = "microphone"
@@ -129,6 +143,10 @@ class Microphone(DeviceWorker):
         self.blanked = 0  #: chunks replaced by silence because a chime sounded
         self._last_chunk_time: float | None = None
         self._overflow_logged = -math.inf
+        self._reopen_asked = False
+        self._trusted = True  # False after a fault, until the device keeps real time again
+        #: Device reads so far (the thread's loop turns).
+        self.loops = 0
 
     # -- the agent's side
     def start_capture(self, *, gated: bool = False, deliver_preroll: bool = False) -> list[bytes]:
@@ -176,6 +194,20 @@ class Microphone(DeviceWorker):
         """``time.monotonic()`` when the newest chunk was read."""
         return self._last_chunk_time
 
+    def reopen(self) -> None:
+        """Ask the mic thread to close and reopen its device at its next chance (thread-safe).
+
+        For a mic that stalled (no chunk for a while although it should run).
+        The next chance is the end of the read in progress (a read that never
+        returns cannot be interrupted: a PortAudio stream belongs to one
+        thread), or now if the device is being retried after a loss. A mic in
+        'fault' keeps its backoff: reopening a flooding device at once would
+        burn the CPU the backoff saves.
+        """
+        self._reopen_asked = True
+        if self._state in ("missing", "error"):
+            self._retry_now.set()
+
     # -- the thread's side
     def _open(self) -> str:
         s = self.settings
@@ -217,19 +249,39 @@ class Microphone(DeviceWorker):
             )
         return n
 
+    def _opened(self, detail: str) -> None:
+        if self._state == "fault":  # 'ok' only once it has kept real time for a while
+            self._trusted = False
+            self._ok_detail = detail
+        else:
+            self._set_state("ok", detail)
+
     def _serve(self) -> None:
         stream, conv = self._stream, self._conv
         assert stream is not None and conv is not None
-        frames = stream.frames
-        detector = LossDetector(stream.rate, frames)
-        while not self.stopping.is_set() and not self._hub.reinit_pending:
+        live = stream.frames
+        idle = stream.rate * IDLE_READ_MS // 1000
+        detector = LossDetector(stream.rate, live)
+        pace = PaceGuard(stream.rate)
+        self._reopen_asked = False
+        while not (self.stopping.is_set() or self._hub.reinit_pending or self._reopen_asked):
+            self.loops += 1
+            frames = live if self._capturing else idle
             began = time.monotonic()
             data = stream.read(frames)
             now = time.monotonic()
+            if pace.update(frames, began, now):
+                raise DeviceFault(
+                    f"{self.device_name!r} delivered {pace.report}: far faster than real time"
+                )
+            if not self._trusted and pace.windows:
+                self._trusted = True
+                self._set_state("ok", self._ok_detail)
             if detector.update(frames, began, now):
                 self._count_overflow(now)
-            for pcm in conv.push(data):
-                self._emit(pcm, now)
+            chunks = conv.push(data)
+            for i, pcm in enumerate(chunks, 1 - len(chunks)):  # the last one ends now
+                self._emit(pcm, max(now + i * self._chunk_s, self._last_chunk_time or 0.0))
 
     def _count_overflow(self, now: float) -> None:
         self._overflows += 1
@@ -247,7 +299,7 @@ class Microphone(DeviceWorker):
         self._chunks += 1
         self._last_chunk_time = now
         with self.capture_lock:
-            if not self._capturing:
+            if not self._capturing or not self._trusted:
                 self._preroll.append(chunk)
                 return
             gate = self.gate
@@ -459,7 +511,7 @@ class Speaker(DeviceWorker):
         """Whether a chime sounded (or echoed, ``CHIME_GUARD_S``) between t0 and t1."""
         return t1 >= self._chime_start and t0 <= self._chime_until + CHIME_GUARD_S
 
-    def _wake(self) -> None:
+    def _nudge(self) -> None:
         with self._cond:
             self._cond.notify_all()
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soxr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pi_agent.audio import (
     CHIMES,
@@ -31,6 +33,7 @@ from pi_agent.audio_backend import (
     HUB,
     DeviceNotFound,
     MicConverter,
+    PaceGuard,
     Stream,
     find_device,
     list_devices,
@@ -250,16 +253,62 @@ def test_48k_stereo_only_device_is_resampled_and_channel_picked(card, run, phras
 def test_preroll_holds_what_was_said_before_the_press(card, run):
     beep = tone(1000, 200)
     mic, got = ready_mic(run, AudioSettings(chunk_ms=40, preroll_ms=300))
+    settle(mic, 8)  # the ring is full
     card.speak(beep)
-    assert card.wait_spoken(TIMEOUT)
-    settle(mic, 2)
+    assert card.wait_spoken(TIMEOUT)  # said, and now the button goes down
     assert got.chunks == []  # nothing is delivered before the press
 
     preroll = mic.start_capture()
     assert len(preroll) == 8  # ceil(300 / 40)
-    assert beep in b"".join(preroll)
     assert mic.start_capture() == []  # pre-roll is handed out once
+    settle(mic, 6)  # the idle read in progress at the press is delivered after it
     mic.stop_capture()
+    assert beep in b"".join(preroll) + got.pcm
+
+
+def ramp(seconds: float) -> bytes:
+    """-32768, -32767, ...: every sample differs from the one before by exactly 1."""
+    return (np.arange(int(16000 * seconds)) - 32768).astype("<i2").tobytes()
+
+
+def assert_contiguous(pcm: bytes, signal: bytes) -> None:
+    """``pcm`` is a stretch of ``signal`` (a ramp; maybe silence before and after it)
+    without a sample lost or twice."""
+    x = np.frombuffer(pcm, "<i2")
+    start = int(np.argmax(x != 0))
+    offset = int(x[start]) + 32768  # where in the ramp the stream starts
+    assert start == 0 or offset == 0, "silence, then the ramp from somewhere in the middle"
+    n = min(len(x) - start, len(signal) // 2 - offset)
+    assert n > 16000 * 0.5
+    assert pcm[start * 2 : (start + n) * 2] == signal[offset * 2 : (offset + n) * 2]
+    assert not x[start + n :].any()  # and silence after it
+
+
+@pytest.mark.parametrize("idle_chunks", [1, 3, 4])
+def test_switching_between_idle_and_live_reads_loses_and_repeats_nothing(card, run, idle_chunks):
+    """Idle reads are 100 ms, live ones 20 ms: the switch keeps the stream byte-exact."""
+    signal = ramp(2.5)
+    mic, got = ready_mic(run, AudioSettings(chunk_ms=40, preroll_ms=300))
+    loops, chunks = mic.loops, mic.chunks
+    assert wait_for(lambda: mic.loops >= loops + 2)
+    assert mic.chunks - chunks >= 2 * (mic.loops - loops - 1)  # idle: 100 ms (2.5 chunks) a read
+    card.speak(signal)
+    seen = mic.chunks
+    assert wait_for(lambda: mic.chunks >= seen + 3 + idle_chunks)  # somewhere in a read
+    first = mic.start_capture()
+    assert wait_for(lambda: len(got.chunks) >= 20)
+    mic.stop_capture()
+    live = len(got.chunks)
+    seen = mic.chunks
+    assert wait_for(lambda: mic.chunks >= seen + idle_chunks)  # well within the pre-roll
+    second = mic.start_capture()
+    assert card.wait_spoken(TIMEOUT)
+    settle(mic, 6)
+    mic.stop_capture()
+
+    pcm = got.pcm
+    stream = b"".join(first) + pcm[: live * 1280] + b"".join(second) + pcm[live * 1280 :]
+    assert_contiguous(stream, signal)
 
 
 def test_overflow_is_detected_counted_and_logged_once(card, run, caplog):
@@ -537,6 +586,101 @@ def test_mic_that_fails_mid_stream_is_reopened(card, run, caplog, monkeypatch):
     settle(mic)
     assert states.seen == ["ok", "missing", "ok"] and mic.is_alive and mic.error is None
     assert len([r for r in caplog.records if "stopped working" in r.getMessage()]) == 1
+
+
+@settings(max_examples=60)
+@given(
+    reads=st.lists(
+        st.tuples(st.sampled_from([320, 3200]), st.sampled_from([0.0, 0.0, 0.03, 0.15, 0.3])),
+        min_size=10,
+        max_size=60,
+    ),
+    backlog_s=st.sampled_from([0.0, 0.1, 0.3]),
+)
+def test_pace_guard_never_flags_a_device_that_keeps_real_time(reads, backlog_s):
+    """Reads of any size, a thread that is sometimes late, a backlog at the start: no fault."""
+    guard = PaceGuard(16000)
+    clock = 0.0
+    produced = backlog_s  # what the device holds when the stream opens
+    for frames, lag in reads:
+        began = clock
+        need = frames / 16000
+        clock = max(began, began + need - produced)  # a read waits for what is missing
+        produced = max(0.0, produced - need)
+        assert not guard.update(frames, began, clock)
+        produced = min(0.3, produced + lag)  # late: it waits (a buffer holds 0.3 s at most)
+        clock += lag
+
+
+@settings(max_examples=30)
+@given(factor=st.floats(2.5, 1000.0), frames=st.sampled_from([320, 3200]))
+def test_pace_guard_flags_a_flood_after_half_a_second_of_extra_audio(factor, frames):
+    guard = PaceGuard(16000)
+    clock, audio = 0.0, 0.0
+    while not guard.update(frames, clock, clock + frames / 16000 / factor):
+        clock += frames / 16000 / factor
+        audio += frames / 16000
+        assert audio - clock <= 0.5 + frames / 16000, "flagged too late"
+    assert guard.audio_s > 2 * guard.wall_s
+
+
+def test_mic_faster_than_real_time_is_a_fault_then_recovers(card, run, caplog):
+    """A mic at end of file: stale audio as fast as it is read. Reported once, not sent on,
+    reopened with backoff, fine again once the device is."""
+    caplog.set_level(logging.INFO, logger=LOG)
+    states = Events()
+    mic, got = ready_mic(run, AudioSettings(chunk_ms=40), on_state=states)
+    mic.start_capture()  # a turn in progress: the worst case, every chunk goes to the link
+    assert got.wait(5)
+    sane = len(got.chunks)
+    flood_began = time.monotonic()
+    card.set_eof()
+    assert states.wait("fault")
+    flagged = time.monotonic()
+    assert mic.faults == 1 and mic.state == "fault"
+    extra_s = (len(got.chunks) - sane) * 0.04 - (flagged - flood_began)
+    assert extra_s <= 0.5 + 0.1, f"{extra_s:.2f} s of stale audio went out"
+
+    delivered = len(got.chunks)
+    opens = mic.opens
+    assert wait_for(lambda: mic.opens >= opens + 2)  # reopened, still flooding, twice
+    assert states.seen == ["ok", "fault"] and mic.faults == 1  # reported once
+    assert len(got.chunks) == delivered  # and nothing more went out
+    faults = [r for r in caplog.records if "microphone fault" in r.getMessage()]
+    assert len(faults) == 1 and "faster than real time" in faults[0].getMessage()
+
+    states.clear("ok")
+    card.clear_eof()  # the device works again
+    assert states.wait("ok", TIMEOUT) and states.seen == ["ok", "fault", "ok"]
+    beep = tone(700, 200)
+    card.speak(beep)
+    assert card.wait_spoken(TIMEOUT)
+    settle(mic)
+    mic.stop_capture()
+    assert beep in got.pcm[delivered * 1280 :]  # byte-exact again
+    assert mic.faults == 1 and mic.overflows == 0
+
+
+def test_reopen_closes_and_reopens_the_device_at_its_next_chance(card, run):
+    states = Events()
+    mic, got = ready_mic(run, AudioSettings(), on_state=states)
+    mic.start_capture()
+    opens = mic.opens
+    mic.reopen()
+    assert wait_for(lambda: mic.opens == opens + 1)
+    beep = tone(900, 200)
+    card.speak(beep)
+    assert card.wait_spoken(TIMEOUT)
+    settle(mic)
+    mic.stop_capture()
+    assert beep in got.pcm and states.seen == ["ok"] and mic.is_alive
+
+    lost = run(Microphone(AudioSettings(input_device="seeed"), Collector(), on_state=states))
+    lost.retry_initial_s = 60.0  # a long backoff that reopen() cuts short
+    assert states.wait("missing")
+    card.add_pcm(SimPcm("seeed-2mic"))
+    lost.reopen()
+    assert wait_for(lambda: lost.state == "ok") and lost.device_name == "seeed-2mic"
 
 
 def test_missing_speaker_drops_audio_and_never_holds_the_gate(card, run):
