@@ -22,6 +22,8 @@ seconds per minute and kernel wakeups per second (voluntary context switches,
 from ``/proc``). ``--first-write N`` measures what the speaker's first write of
 a reply costs with the device kept open (stopped) while idle, against opening
 it again (the device lookup, rate probe and open that a reopen would add).
+``--flood SECONDS`` measures a mic at end of file (stale audio as fast as it
+is read) during a turn: process CPU over the episode, audio delivered, faults.
 """
 
 from __future__ import annotations
@@ -292,6 +294,43 @@ def first_write_latency(repeats: int) -> dict[str, float]:
     }
 
 
+def flood_episode(seconds: float) -> dict[str, float]:
+    """A capturing mic whose device hits end of file for ``seconds``, then comes back."""
+    delivered: list[bytes] = []
+    states: list[str] = []
+    with SimulatedSoundCard() as card:
+        mic = Microphone(
+            AudioSettings(), delivered.append, on_state=lambda s, d=None: states.append(s)
+        )
+        mic.start()
+        try:
+            wait_until(lambda: mic.state == "ok" and mic.chunks >= 10)
+            mic.start_capture()
+            time.sleep(0.5)
+            before = len(delivered)
+            cpu0, mic0, t0 = time.process_time(), thread_cpu(mic._thread), time.monotonic()
+            card.set_eof()
+            time.sleep(seconds)
+            cpu, mic_cpu = time.process_time() - cpu0, thread_cpu(mic._thread) - mic0
+            wall = time.monotonic() - t0
+            flooded = len(delivered) - before
+            card.clear_eof()
+            back = time.monotonic()
+            recovered = wait_until(lambda: mic.state == "ok", timeout=seconds + 35)
+            return {
+                "episode_s": wall,
+                "process_cpu_s": cpu,
+                "mic_thread_cpu_s": mic_cpu,
+                "audio_delivered_s": flooded * mic.chunk_bytes / 32000,
+                "faults": getattr(mic, "faults", 0),
+                "opens": getattr(mic, "opens", 0),
+                "states": " ".join(states),
+                "ok_again_after_s": time.monotonic() - back if recovered else float("nan"),
+            }
+        finally:
+            mic.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per path and setup")
@@ -299,7 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON rows instead")
     parser.add_argument("--idle", type=float, metavar="SECONDS", help="measure idle cost only")
     parser.add_argument("--first-write", type=int, metavar="N", help="speaker first-write only")
+    parser.add_argument("--flood", type=float, metavar="SECONDS", help="mic at end of file only")
     args = parser.parse_args(argv)
+
+    if args.flood:
+        result = flood_episode(args.flood)
+        print(json.dumps(result, indent=2))
+        return 0
 
     if args.idle:
         idle_rows = idle_cost(args.idle)
