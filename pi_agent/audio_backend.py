@@ -23,13 +23,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .config import AudioSettings
 from .errors import AudioDeviceError
 from .threads import Worker, call_logged
+
+if TYPE_CHECKING:  # numpy is imported where it is needed: a 16 kHz mono mic never needs it
+    import numpy as np
 
 log = logging.getLogger("pi_agent.audio")
 
@@ -531,6 +532,8 @@ def make_resampler(in_rate: int, out_rate: int, dtype: str = "int16"):
 
 
 def to_int16(x: np.ndarray) -> bytes:
+    import numpy as np
+
     return np.clip(np.rint(x), -32768, 32767).astype("<i2").tobytes()
 
 
@@ -550,6 +553,8 @@ class MicConverter:
         dtype = "float32" if self.floats else "int16"
         self.resampler = make_resampler(rate, MIC_RATE, dtype) if rate != MIC_RATE else None
         self.passthrough = rate == MIC_RATE and channels == 1 and gain_db == 0
+        if not self.passthrough:
+            import numpy  # noqa: F401  - now, not during the first read
         self.chunk_bytes = chunk_bytes
         # device bytes per output chunk: below that, wait for the next read
         self.batch = chunk_bytes * rate // MIC_RATE * channels
@@ -573,6 +578,8 @@ class MicConverter:
         return [block[i : i + size] for i in range(0, n, size)]
 
     def _convert(self, data: bytes) -> bytes:
+        import numpy as np  # only a device that needs converting gets here
+
         x = np.frombuffer(data, "<i2")
         if self.channels > 1:
             x = x.reshape(-1, self.channels)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +27,8 @@ from pi_agent.audio import (
     MicChunk,
     Microphone,
     Speaker,
+    _mix_np,
+    _mix_py,
     measure_input,
     play_test_tone,
     render_chime,
@@ -506,7 +510,9 @@ def test_gate_holds_the_mic_while_playing_and_for_the_echo_tail(card, run):
 
 def test_chimes_play_locally_and_never_reach_the_model(card, run):
     for name in CHIMES:
-        assert 0.1 < len(render_chime(name, 24000)) / 24000 < 0.4
+        pcm = render_chime(name, 24000)
+        assert 0.1 < len(pcm) / 2 / 24000 < 0.4 and max(samples(pcm)) > 10000
+        assert render_chime(name, 24000) is pcm  # rendered once
     with pytest.raises(ValueError):
         render_chime("fanfare")
 
@@ -533,6 +539,75 @@ def test_chimes_play_locally_and_never_reach_the_model(card, run):
     assert all(any(c) for c in got.chunks[:2])
     with pytest.raises(ValueError):
         speaker.play_chime("fanfare")
+
+
+@settings(max_examples=50)
+@given(
+    turn=st.lists(st.integers(-32768, 32767), max_size=60),
+    chime=st.lists(st.integers(-32768, 32767), max_size=60),
+)
+def test_chime_mixing_without_numpy_matches_numpy(turn, chime):
+    a = np.array(turn, dtype="<i2").tobytes()
+    b = np.array(chime, dtype="<i2").tobytes()
+    expected = np.clip(
+        np.pad(np.array(turn), (0, max(0, len(chime) - len(turn))))
+        + np.pad(np.array(chime), (0, max(0, len(turn) - len(chime)))),
+        -32768,
+        32767,
+    )
+    assert _mix_py(a, b) == _mix_np(a, b, 1.0) == expected.astype("<i2").tobytes()
+
+
+def test_a_chime_during_a_reply_is_mixed_in_exactly(card, run):
+    speaker, events = ready_speaker(run, AudioSettings())
+    reply = np.full(24000, 1000, dtype="<i2").tobytes()  # 0.5 s, flat: the chime shows
+    speaker.play(reply)
+    assert events.wait("started")
+    speaker.play_chime("press")
+    speaker.end_turn()
+    assert events.wait("idle")
+    assert card.wait_played(len(reply), TIMEOUT)
+    played = samples(card.played_bytes())
+    assert len(played) == len(reply) // 2  # mixed in, not appended
+    added = played - 1000
+    chime = samples(render_chime("press", 24000, ChimeSettings().volume))
+    start = int(np.argmax(added != 0)) - int(np.argmax(chime != 0))
+    assert start > 0 and np.array_equal(added[start : start + len(chime)], chime)
+    assert not added[start + len(chime) :].any()
+
+
+def test_the_default_config_never_loads_numpy(tmp_path):
+    """numpy is ~15 MB of RSS: a 16 kHz mic, a 24 kHz speaker, chimes and volume 1 need none."""
+    script = """
+import sys, threading
+from pi_agent.audio import Microphone, Speaker
+from pi_agent.config import AudioSettings
+from pi_agent.sim.alsa import SimulatedSoundCard
+with SimulatedSoundCard(sys.argv[1]) as card:
+    got, idle = [], threading.Event()
+    settings = AudioSettings()
+    speaker = Speaker(settings, on_event=lambda e: e == "idle" and idle.set())
+    mic = Microphone(settings, got.append)
+    speaker.start(); mic.start()
+    card.speak(bytes(6400))
+    mic.start_capture()
+    speaker.play(bytes(9600)); speaker.play_chime("press"); speaker.end_turn()
+    assert idle.wait(10)
+    threading.Event().wait(0.3)
+    mic.stop_capture(); mic.stop(); speaker.stop()
+    assert got and speaker.state == mic.state == "ok", (len(got), speaker.state, mic.state)
+print("numpy" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "alsa")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
 
 
 # --------------------------------------------------------------------------- robustness
