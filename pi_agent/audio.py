@@ -1,8 +1,10 @@
 """Microphone and speaker workers, the half-duplex gate, and the chimes.
 
 * :class:`Microphone` (thread ``pi-agent-mic``) reads the device in 20 ms
-  blocks, turns them into 16 kHz s16le mono chunks of ``audio.chunk_ms`` and
-  keeps the last ``audio.preroll_ms`` so the first syllable is never lost.
+  blocks while capturing (100 ms while idle), turns them into 16 kHz s16le
+  mono chunks of ``audio.chunk_ms`` and keeps the last ``audio.preroll_ms`` so
+  the first syllable is never lost. A device that delivers far faster than
+  real time is a 'fault': nothing is delivered, and it is reopened.
 * :class:`Speaker` (thread ``pi-agent-speaker``) plays the server's 24 kHz
   audio in 20 ms writes behind a small jitter buffer; :meth:`Speaker.flush`
   stops it within one write for barge-in.
@@ -11,7 +13,9 @@
 
 Both workers survive their device: a missing or vanished device is retried
 with capped exponential backoff and reported once per state change through
-``on_state(state, detail)`` ('starting', 'ok', 'missing', 'error').
+``on_state(state, detail)`` ('starting', 'ok', 'missing', 'error', 'fault').
+Idle, both sleep: the speaker until there is something to play, the mic in
+long device reads.
 Full duplex with an echo canceller is described in ``docs/audio.md``.
 """
 
@@ -19,13 +23,13 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import numpy as np
 
 from .audio_backend import (
     HUB,
@@ -33,17 +37,18 @@ from .audio_backend import (
     MIC_RATE,
     OUTPUT_RATES,
     SPEAKER_RATE,
+    DeviceFault,
     DeviceInfo,
     DeviceWorker,
     LossDetector,
     MicConverter,
     OnState,
+    PaceGuard,
     PortAudioHub,
     Stream,
     find_device,
     list_devices,
     make_resampler,
-    to_int16,
 )
 from .config import AudioSettings
 from .errors import AudioDeviceError
@@ -65,7 +70,8 @@ __all__ = [
 
 log = logging.getLogger("pi_agent.audio")
 
-READ_MS = 20  #: device read size; chunks of any audio.chunk_ms are cut from the stream
+READ_MS = 20  #: device read size while capturing; chunks of any audio.chunk_ms are cut from it
+IDLE_READ_MS = 100  #: device read size while only the pre-roll is kept (10 wakeups a second)
 PERIOD_MS = 20  #: speaker write size: flush() waits for at most one of these
 MAX_BUFFER_S = 60.0  #: speaker buffer bound: replies arrive faster than real time
 CHIME_GUARD_S = 0.1  #: mic chunks this close to a chime are blanked
@@ -97,6 +103,13 @@ class Microphone(DeviceWorker):
     ``on_chunk(chunk)`` is called ON THE MIC THREAD, with :attr:`capture_lock`
     held, for every chunk after :meth:`start_capture`; it must only enqueue.
     Chunks are :class:`MicChunk` (bytes with ``captured_at``).
+
+    Idle (not capturing) the device is read ``IDLE_READ_MS`` at a time, so the
+    thread wakes 10 times a second instead of 50; PortAudio copies each device
+    period in C meanwhile. The read in progress at :meth:`start_capture`
+    finishes at its full length and its chunks are delivered after the
+    pre-roll: nothing lost, nothing twice, only the first live chunk up to
+    ``IDLE_READ_MS`` late.
     """
 
     role = "microphone"
@@ -129,6 +142,10 @@ class Microphone(DeviceWorker):
         self.blanked = 0  #: chunks replaced by silence because a chime sounded
         self._last_chunk_time: float | None = None
         self._overflow_logged = -math.inf
+        self._reopen_asked = False
+        self._trusted = True  # False after a fault, until the device keeps real time again
+        #: Device reads so far (the thread's loop turns).
+        self.loops = 0
 
     # -- the agent's side
     def start_capture(self, *, gated: bool = False, deliver_preroll: bool = False) -> list[bytes]:
@@ -176,6 +193,20 @@ class Microphone(DeviceWorker):
         """``time.monotonic()`` when the newest chunk was read."""
         return self._last_chunk_time
 
+    def reopen(self) -> None:
+        """Ask the mic thread to close and reopen its device at its next chance (thread-safe).
+
+        For a mic that stalled (no chunk for a while although it should run).
+        The next chance is the end of the read in progress (a read that never
+        returns cannot be interrupted: a PortAudio stream belongs to one
+        thread), or now if the device is being retried after a loss. A mic in
+        'fault' keeps its backoff: reopening a flooding device at once would
+        burn the CPU the backoff saves.
+        """
+        self._reopen_asked = True
+        if self._state in ("missing", "error"):
+            self._retry_now.set()
+
     # -- the thread's side
     def _open(self) -> str:
         s = self.settings
@@ -189,11 +220,12 @@ class Microphone(DeviceWorker):
                 f" with {channels} channel(s)"
             )
         frames = rate * READ_MS // 1000
+        # the converter first: it may load numpy and soxr, which must not delay the first read
+        self._conv = MicConverter(rate, channels, s.input_channel, s.mic_gain_db, self.chunk_bytes)
         self._stream = self._hub.open(
             dev.index, rate=rate, channels=channels, frames=frames, input=True, start=True
         )
         self.device_name, self.device_rate = dev.name, rate
-        self._conv = MicConverter(rate, channels, s.input_channel, s.mic_gain_db, self.chunk_bytes)
         how = "" if rate == MIC_RATE else f", resampled to {MIC_RATE} Hz"
         pick = "" if channels == 1 else f", channel {s.input_channel}"
         note = f" ({dev.note})" if dev.note else ""
@@ -217,19 +249,39 @@ class Microphone(DeviceWorker):
             )
         return n
 
+    def _opened(self, detail: str) -> None:
+        if self._state == "fault":  # 'ok' only once it has kept real time for a while
+            self._trusted = False
+            self._ok_detail = detail
+        else:
+            self._set_state("ok", detail)
+
     def _serve(self) -> None:
         stream, conv = self._stream, self._conv
         assert stream is not None and conv is not None
-        frames = stream.frames
-        detector = LossDetector(stream.rate, frames)
-        while not self.stopping.is_set() and not self._hub.reinit_pending:
+        live = stream.frames
+        idle = stream.rate * IDLE_READ_MS // 1000
+        detector = LossDetector(stream.rate, live)
+        pace = PaceGuard(stream.rate)
+        self._reopen_asked = False
+        while not (self.stopping.is_set() or self._hub.reinit_pending or self._reopen_asked):
+            self.loops += 1
+            frames = live if self._capturing else idle
             began = time.monotonic()
             data = stream.read(frames)
             now = time.monotonic()
+            if pace.update(frames, began, now):
+                raise DeviceFault(
+                    f"{self.device_name!r} delivered {pace.report}: far faster than real time"
+                )
+            if not self._trusted and pace.windows:
+                self._trusted = True
+                self._set_state("ok", self._ok_detail)
             if detector.update(frames, began, now):
                 self._count_overflow(now)
-            for pcm in conv.push(data):
-                self._emit(pcm, now)
+            chunks = conv.push(data)
+            for i, pcm in enumerate(chunks, 1 - len(chunks)):  # the last one ends now
+                self._emit(pcm, max(now + i * self._chunk_s, self._last_chunk_time or 0.0))
 
     def _count_overflow(self, now: float) -> None:
         self._overflows += 1
@@ -247,7 +299,7 @@ class Microphone(DeviceWorker):
         self._chunks += 1
         self._last_chunk_time = now
         with self.capture_lock:
-            if not self._capturing:
+            if not self._capturing or not self._trusted:
                 self._preroll.append(chunk)
                 return
             gate = self.gate
@@ -273,24 +325,85 @@ CHIMES: dict[str, tuple[tuple[float, float], ...]] = {
 }
 
 
-def render_chime(name: str, rate: int = SPEAKER_RATE, volume: float = 1.0) -> np.ndarray:
-    """A chime as float32 samples on the int16 scale, generated (no files to ship)."""
+_chime_cache: dict[tuple[str, int, float], bytes] = {}
+
+
+def render_chime(name: str, rate: int = SPEAKER_RATE, volume: float = 1.0) -> bytes:
+    """A chime as s16le mono at ``rate``, generated (no files to ship) and cached.
+
+    Plain Python, not numpy: with the default config the chimes are the only
+    thing that would load numpy (see docs/audio.md, "Footprint").
+    """
     if name not in CHIMES:
         raise ValueError(f"unknown chime {name!r}; expected one of {', '.join(CHIMES)}")
-    parts = []
-    fade = int(rate * 0.005)
-    for freq, ms in CHIMES[name]:
-        n = int(rate * ms / 1000)
-        t = np.arange(n, dtype=np.float32) / rate
-        if freq:
-            x = np.sin(2 * np.pi * freq * t) + 0.25 * np.sin(6 * np.pi * freq * t)
-            ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-            x[:fade] *= ramp
-            x[-fade:] *= ramp[::-1]
-        else:
-            x = np.zeros(n, dtype=np.float32)
-        parts.append(x)
-    return (np.concatenate(parts) * (0.45 * 32767 * volume)).astype(np.float32)
+    key = (name, rate, volume)
+    pcm = _chime_cache.get(key)
+    if pcm is None:
+        out = array("h")
+        fade = int(rate * 0.005)
+        scale = 0.45 * 32767 * volume
+        for freq, ms in CHIMES[name]:
+            n = int(rate * ms / 1000)
+            if not freq:
+                out.extend(array("h", bytes(2 * n)))
+                continue
+            w = 2 * math.pi * freq / rate
+            for i in range(n):
+                x = math.sin(w * i) + 0.25 * math.sin(3 * w * i)
+                edge = min(i, n - 1 - i)  # a 5 ms linear fade in and out: no click
+                if edge < fade:
+                    x *= edge / (fade - 1)
+                out.append(max(-32768, min(32767, round(x * scale))))
+        if sys.byteorder != "little":
+            out.byteswap()
+        pcm = _chime_cache[key] = out.tobytes()
+    return pcm
+
+
+def _spread(pcm: bytes, channels: int) -> bytes:
+    """Mono s16le -> the same samples on every channel (interleaved)."""
+    mono = array("h", pcm)
+    out = array("h", bytes(len(pcm) * channels))
+    for ch in range(channels):
+        out[ch::channels] = mono
+    return out.tobytes()
+
+
+def _mix(turn: bytes, chime: bytes, volume: float) -> bytes:
+    """Turn audio plus a chime (either may be empty or shorter), times volume, clipped.
+
+    numpy when it is loaded anyway (a volume below 1 loads it), else plain
+    Python: a chime over a reply is rare and lasts a few writes.
+    """
+    if volume == 1.0 and "numpy" not in sys.modules:
+        return _mix_py(turn, chime)
+    return _mix_np(turn, chime, volume)
+
+
+def _mix_py(turn: bytes, chime: bytes) -> bytes:
+    a, b = array("h", turn), array("h", chime)
+    if sys.byteorder != "little":
+        a.byteswap()
+        b.byteswap()
+    if len(a) < len(b):
+        a, b = b, a
+    for i, v in enumerate(b):
+        a[i] = max(-32768, min(32767, a[i] + v))
+    if sys.byteorder != "little":
+        a.byteswap()
+    return a.tobytes()
+
+
+def _mix_np(turn: bytes, chime: bytes, volume: float) -> bytes:
+    import numpy as np
+
+    n = max(len(turn), len(chime)) // 2
+    x = np.zeros(n, dtype=np.float32)
+    x[: len(turn) // 2] += np.frombuffer(turn, "<i2")
+    x[: len(chime) // 2] += np.frombuffer(chime, "<i2")
+    if volume != 1.0:
+        x *= volume
+    return np.clip(np.rint(x), -32768, 32767).astype("<i2").tobytes()
 
 
 # --------------------------------------------------------------------------- speaker
@@ -332,8 +445,8 @@ class Speaker(DeviceWorker):
         self._play_end = -math.inf  # when the device will have played all we wrote (estimate)
         self._drop_logged = False
         self._chimes: deque[str] = deque()
-        self._chime = np.zeros(0, dtype=np.float32)  # device-rate chime samples still to mix
-        self._out = np.zeros(0, dtype=np.int16)  # device-rate turn samples ready to write
+        self._chime = bytearray()  # device-rate s16le chime still to mix (at chime volume)
+        self._out = bytearray()  # device-rate s16le turn audio ready to write
         self._tail_done = False
         self._chime_start = -math.inf
         self._chime_until = -math.inf
@@ -350,6 +463,9 @@ class Speaker(DeviceWorker):
         self._last_drained = -math.inf
         self._underruns = 0
         self.dropped_bytes = 0  #: audio refused because the buffer was full or the device gone
+        self._wait_s: float | None = None
+        #: Turns of the thread's loop: it stays still while there is nothing to play.
+        self.loops = 0
 
     # -- called from other threads
     def play(self, pcm24: bytes) -> None:
@@ -437,7 +553,10 @@ class Speaker(DeviceWorker):
     @volume.setter
     def volume(self, value: float) -> None:
         """0-1, applied from the next 20 ms write (a float store is atomic)."""
-        self._volume = min(1.0, max(0.0, float(value)))
+        value = min(1.0, max(0.0, float(value)))
+        if value != 1.0:
+            import numpy  # noqa: F401  - here, not mid-reply on the speaker thread
+        self._volume = value
 
     @property
     def is_playing(self) -> bool:
@@ -457,7 +576,7 @@ class Speaker(DeviceWorker):
         """Whether a chime sounded (or echoed, ``CHIME_GUARD_S``) between t0 and t1."""
         return t1 >= self._chime_start and t0 <= self._chime_until + CHIME_GUARD_S
 
-    def _wake(self) -> None:
+    def _nudge(self) -> None:
         with self._cond:
             self._cond.notify_all()
 
@@ -477,8 +596,8 @@ class Speaker(DeviceWorker):
     # -- the thread's side
     def _open(self) -> str:
         s = self.settings
-        self._out = np.zeros(0, dtype=np.int16)  # a new stream: nothing half-written
-        self._chime = np.zeros(0, dtype=np.float32)
+        self._out = bytearray()  # a new stream: nothing half-written
+        self._chime = bytearray()
         self._play_end = -math.inf
         dev = self._hub.find(s.output_device, input=False)
         rates = (s.output_rate,) if s.output_rate else OUTPUT_RATES
@@ -505,6 +624,11 @@ class Speaker(DeviceWorker):
         )
         self.device_name, self.device_rate = dev.name, rate
         self._resampler = make_resampler(SPEAKER_RATE, rate) if rate != SPEAKER_RATE else None
+        if self._volume != 1.0:
+            import numpy  # noqa: F401  - now, not in the middle of the first reply
+        for name in CHIMES:  # rendered now, not when the button goes down
+            if getattr(s.chimes, name):
+                render_chime(name, rate, s.chimes.volume)
         how = "" if rate == SPEAKER_RATE else f", resampled from {SPEAKER_RATE} Hz"
         note = f" ({dev.note})" if dev.note else ""
         return f"using {dev.name!r} at {rate} Hz, {channels} ch{how}{note}"
@@ -513,6 +637,7 @@ class Speaker(DeviceWorker):
         stream = self._stream
         assert stream is not None
         while True:
+            self.loops += 1
             block: bytes | None = None
             with self._cond:
                 if self._flush_ack < self._flush_seq:
@@ -526,20 +651,19 @@ class Speaker(DeviceWorker):
                 else:
                     while self._chimes:
                         name = self._chimes.popleft()
-                        more = render_chime(name, stream.rate, self.settings.chimes.volume)
-                        self._chime = np.concatenate([self._chime, more])
+                        self._chime += render_chime(name, stream.rate, self.settings.chimes.volume)
                     action = self._next_action(stream)
                     if action == "take":
                         block = self._take_block()
                     elif action == "tail":
                         self._tail_done = True
-                    elif action is None:
-                        self._cond.wait(0.05)
+                    elif action is None:  # asleep until there is news (no tick)
+                        self._cond.wait(self._wait_s)
                         continue
             if action == "abort":
                 stream.abort()
-                self._out = np.zeros(0, dtype=np.int16)
-                self._chime = np.zeros(0, dtype=np.float32)
+                self._out = bytearray()
+                self._chime = bytearray()
                 if self._resampler is not None:
                     self._resampler.clear()
                 with self._cond:
@@ -561,22 +685,27 @@ class Speaker(DeviceWorker):
 
         Turn audio goes input queue -> (resampler) -> ``_out`` at the device
         rate -> 20 ms writes, so every write is one period even though soxr
-        returns its output in bursts.
+        returns its output in bursts. With None, ``_wait_s`` is how long to
+        wait: None (no timeout) unless a gap in a turn must be noticed.
         """
-        frames = stream.frames
+        self._wait_s = None
+        period = stream.frames * 2
         ready = self._primed or self._ended or self._queued >= self._jitter_bytes
-        if self._queued and ready and len(self._out) < frames:
+        if self._queued and ready and len(self._out) < period:
             return "take"
         draining = self._ended and not self._queued
         if draining and self._resampler is not None and not self._tail_done:
             return "tail"
-        if len(self._out) >= frames or (draining and len(self._out)) or len(self._chime):
+        if len(self._out) >= period or (draining and self._out) or self._chime:
             return "write"
         if self._turn and not self._queued and self._primed and not self._ended:
-            if time.monotonic() > self._play_end:  # the device ran dry mid-turn: a gap
+            now = time.monotonic()
+            if now > self._play_end:  # the device ran dry mid-turn: a gap
                 self._primed = False  # rebuild the jitter cushion before going on
                 self._underruns += 1
                 log.debug("speaker underrun (%d so far)", self._underruns)
+            else:
+                self._wait_s = self._play_end - now + 0.001  # look again when it runs dry
             return None
         if stream.is_running and not self._queued and (self._ended or not self._turn):
             return "drain"
@@ -606,48 +735,44 @@ class Speaker(DeviceWorker):
 
     def _resample(self, block: bytes | None) -> None:
         """Append a block (or, with None, the resampler's tail) to ``_out`` at the device rate."""
+        if self._resampler is None:
+            self._out += block or b""  # the common case: the server's bytes as they are
+            return
+        import numpy as np  # loaded with the resampler
+
         if block is None:
             x = self._resampler.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
             self._resampler.clear()
         else:
-            x = np.frombuffer(block, "<i2")  # int16 throughout: the common case writes it as is
-            if self._resampler is not None:
-                x = self._resampler.resample_chunk(x)
-        self._out = np.concatenate([self._out, x]) if len(self._out) else x
+            x = self._resampler.resample_chunk(np.frombuffer(block, "<i2"))
+        self._out += x.astype("<i2", copy=False).tobytes()
 
     def _write(self, stream: Stream) -> None:
         """One period: turn audio (or silence under a lone chime), chime mixed, volume, write."""
-        frames = stream.frames
-        turn = self._out[:frames]
-        self._out = self._out[len(turn) :]
-        chime = self._chime
+        period = stream.frames * 2
+        turn = bytes(self._out[:period])
+        del self._out[:period]
         volume = self._volume
-        if len(turn) and not len(chime) and volume == 1.0:
-            out = turn  # the common case: the server's bytes, untouched
+        if self._chime:
+            chime = bytes(self._chime[: len(turn) or period])
+            del self._chime[: len(chime)]
+            with self._cond:
+                left = len(self._chime) / 2 / stream.rate + stream.latency
+                self._chime_until = max(self._chime_until, time.monotonic() + left)
+            out = _mix(turn, chime, volume) if turn or volume != 1.0 else chime
+        elif volume != 1.0:
+            out = _mix(turn, b"", volume)
         else:
-            if len(turn):
-                x = turn.astype(np.float32)  # a copy: mixing must not touch queued samples
-            else:
-                x = np.zeros(min(frames, len(chime)), dtype=np.float32)
-            if len(chime):
-                n = min(len(chime), len(x))
-                x[:n] += chime[:n]
-                self._chime = chime[n:]
-                with self._cond:
-                    left = len(self._chime) / stream.rate + stream.latency
-                    self._chime_until = max(self._chime_until, time.monotonic() + left)
-            if volume != 1.0:
-                x *= volume
-            out = np.clip(np.rint(x), -32768, 32767).astype("<i2")
+            out = turn  # the common case: the server's bytes, untouched
         if stream.channels > 1:
-            out = np.repeat(out, stream.channels)
+            out = _spread(out, stream.channels)
         if not stream.is_running:
             stream.start()
             self._play_end = -math.inf
         now = time.monotonic()
         expected_dry = now > self._play_end
-        self._play_end = max(self._play_end, now) + len(out) / stream.channels / stream.rate
-        if stream.write(out.tobytes()) and not expected_dry:
+        self._play_end = max(self._play_end, now) + len(out) / 2 / stream.channels / stream.rate
+        if stream.write(out) and not expected_dry:
             self._underruns += 1  # the device reports a gap our estimate did not see
         if len(turn) and not self._started_sent:
             with self._cond:
@@ -659,7 +784,7 @@ class Speaker(DeviceWorker):
     def _drain(self, stream: Stream) -> None:
         stream.drain()  # returns once the device has played what it holds
         with self._cond:
-            if self._queued or self._chimes or len(self._chime) or len(self._out):
+            if self._queued or self._chimes or self._chime or self._out:
                 return  # new audio arrived meanwhile: keep going
             self._finish_locked()
 
@@ -689,7 +814,7 @@ class Speaker(DeviceWorker):
             self.idle.set()
 
     def _is_quiet(self, stream: Stream) -> bool:
-        busy = self._turn or self._chimes or len(self._chime) or len(self._out)
+        busy = self._turn or self._chimes or self._chime or self._out
         return not busy and not stream.is_running
 
 
@@ -769,8 +894,10 @@ def measure_input(settings: AudioSettings, seconds: float = 2.0) -> InputLevel:
         mic.stop_capture()
     finally:
         mic.stop()
-    x = np.frombuffer(b"".join(chunks), "<i2").astype(np.float64)
-    rms = math.sqrt(float(np.mean(x**2))) if len(x) else 0.0
+    x = array("h", b"".join(chunks))
+    if sys.byteorder != "little":
+        x.byteswap()
+    rms = math.sqrt(sum(v * v for v in x) / len(x)) if len(x) else 0.0
     dbfs = 20 * math.log10(rms / 32768) if rms > 0 else -120.0
     return InputLevel(mic.device_name or "?", mic.device_rate or 0, dbfs, mic.overflows)
 
@@ -793,7 +920,7 @@ def play_test_tone(settings: AudioSettings) -> str:
     speaker.start()
     try:
         _wait_ok(speaker, states, details, 5.0)
-        speaker.play(to_int16(render_chime("connected", SPEAKER_RATE, 0.6)))
+        speaker.play(render_chime("connected", SPEAKER_RATE, 0.6))
         speaker.end_turn()
         if not done.wait(5.0):
             raise AudioDeviceError(f"speaker {speaker.device_name!r} did not finish playing")

@@ -23,13 +23,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .config import AudioSettings
 from .errors import AudioDeviceError
 from .threads import Worker, call_logged
+
+if TYPE_CHECKING:  # numpy is imported where it is needed: a 16 kHz mono mic never needs it
+    import numpy as np
 
 log = logging.getLogger("pi_agent.audio")
 
@@ -40,13 +41,17 @@ INPUT_RATES = (16000, 48000, 44100, 32000, 22050)
 #: Rates tried, in order, for the speaker (24 kHz is what Gemini sends).
 OUTPUT_RATES = (24000, 48000, 44100, 16000, 32000, 22050)
 _LISTED_RATES = (16000, 22050, 24000, 32000, 44100, 48000)
-#: ``on_state(state, detail)``: 'starting', 'ok', 'missing' or 'error', and why.
+#: ``on_state(state, detail)``: 'starting', 'ok', 'missing', 'error' or 'fault', and why.
 OnState = Callable[[str, "str | None"], None]
 _PA_OUTPUT_UNDERFLOWED = -9980
 
 
 class DeviceNotFound(AudioDeviceError):
     """No device matches the configured name (unplugged, or a typo)."""
+
+
+class DeviceFault(AudioDeviceError):
+    """The device opened but its audio is wrong (e.g. far faster than real time)."""
 
 
 # --------------------------------------------------------------------------- noise
@@ -253,6 +258,7 @@ class PortAudioHub:
         self._users = 0
         self._streams: set[Stream] = set()
         self._refreshing = False
+        self._wakers: list[Callable[[], None]] = []
         self.generation = 0
 
     # -- life cycle
@@ -287,6 +293,15 @@ class PortAudioHub:
                 pa.terminate()
 
     # -- re-enumeration
+    def add_waker(self, wake: Callable[[], None]) -> None:
+        """Register a worker's wake-up: a worker asleep until it has work is woken for a refresh."""
+        with self._cond:
+            self._wakers.append(wake)
+
+    def remove_waker(self, wake: Callable[[], None]) -> None:
+        with self._cond, contextlib.suppress(ValueError):
+            self._wakers.remove(wake)
+
     @property
     def reinit_pending(self) -> bool:
         """True while a worker waits for everyone to close their streams."""
@@ -307,6 +322,8 @@ class PortAudioHub:
                     self._cond.wait(0.05)
                 return not self._refreshing
             self._refreshing = True
+            for wake in list(self._wakers):
+                call_logged(wake)
             try:
                 while self._streams and time.monotonic() < deadline:
                     if stopping is not None and stopping.is_set():
@@ -515,6 +532,8 @@ def make_resampler(in_rate: int, out_rate: int, dtype: str = "int16"):
 
 
 def to_int16(x: np.ndarray) -> bytes:
+    import numpy as np
+
     return np.clip(np.rint(x), -32768, 32767).astype("<i2").tobytes()
 
 
@@ -534,6 +553,8 @@ class MicConverter:
         dtype = "float32" if self.floats else "int16"
         self.resampler = make_resampler(rate, MIC_RATE, dtype) if rate != MIC_RATE else None
         self.passthrough = rate == MIC_RATE and channels == 1 and gain_db == 0
+        if not self.passthrough:
+            import numpy  # noqa: F401  - now, not during the first read
         self.chunk_bytes = chunk_bytes
         # device bytes per output chunk: below that, wait for the next read
         self.batch = chunk_bytes * rate // MIC_RATE * channels
@@ -557,6 +578,8 @@ class MicConverter:
         return [block[i : i + size] for i in range(0, n, size)]
 
     def _convert(self, data: bytes) -> bytes:
+        import numpy as np  # only a device that needs converting gets here
+
         x = np.frombuffer(data, "<i2")
         if self.channels > 1:
             x = x.reshape(-1, self.channels)
@@ -598,7 +621,7 @@ class LossDetector:
             self.t0 = now
             return False
         self.total += frames
-        if now - began < self.period / 2:
+        if now - began < frames / self.rate / 2:
             return False  # returned at once: still catching up, the lag means nothing yet
         lag = (now - self.t0) * self.rate - self.total
         if self.base is None or lag < self.base:
@@ -615,6 +638,48 @@ class LossDetector:
         return False
 
 
+class PaceGuard:
+    """Notices a device that delivers audio much faster than real time.
+
+    A capture stream at end of file (a driver gone wrong, a resampler bug)
+    returns stale audio as fast as it is asked for: sent on, it floods the
+    link; kept, it burns a core. Audio read over wall time, per window of
+    ``window_s``: more than ``factor`` times real time and more than
+    ``excess_s`` ahead of the clock is a fault. A device's own buffer (what a
+    late reader finds waiting, well under ``excess_s``) never is.
+    """
+
+    def __init__(
+        self, rate: int, factor: float = 2.0, excess_s: float = 0.5, window_s: float = 1.0
+    ):
+        self.rate = rate
+        self.factor = factor
+        self.excess_s = excess_s
+        self.window_s = window_s
+        self.t0: float | None = None
+        self.audio_s = 0.0
+        self.windows = 0  #: whole windows that passed at real-time pace
+        self.wall_s = 0.0  #: the window's wall time when the fault was found
+
+    @property
+    def report(self) -> str:
+        return f"{self.audio_s:.2f} s of audio in {self.wall_s:.2f} s"
+
+    def update(self, frames: int, began: float, now: float) -> bool:
+        """Count one read; True when the device runs too far ahead of the clock."""
+        if self.t0 is None:
+            self.t0 = began
+        self.audio_s += frames / self.rate
+        wall = now - self.t0
+        if self.audio_s - wall > self.excess_s and self.audio_s > self.factor * wall:
+            self.wall_s = wall
+            return True
+        if wall >= self.window_s:
+            self.t0, self.audio_s = now, 0.0
+            self.windows += 1
+        return False
+
+
 # --------------------------------------------------------------------------- device workers
 
 
@@ -624,6 +689,8 @@ class DeviceWorker(Worker):
     role = "audio"
     #: First retry delay; doubles up to ``audio.retry_max_s``.
     retry_initial_s = 0.25
+    #: A stream that served this long was healthy: the next failure retries at the first delay.
+    healthy_after_s = 2.0
 
     def __init__(
         self, settings: AudioSettings, on_state: OnState | None, name: str, hub: PortAudioHub
@@ -634,18 +701,37 @@ class DeviceWorker(Worker):
         self._hub = hub
         self._state = "starting"
         self._stream: Stream | None = None
+        self._retry_now = threading.Event()  # cuts a retry delay short (stop, reopen)
+        self._faults = 0
+        self.opens = 0  #: times the device was opened
         self.device_name: str | None = None
         self.device_rate: int | None = None
 
     @property
     def state(self) -> str:
-        """'starting', 'ok', 'missing' (not found or vanished) or 'error' (found, unusable)."""
+        """'starting', 'ok', 'missing' (not found or vanished), 'error' (found, unusable)
+        or 'fault' (opened, but its audio is wrong: see :class:`PaceGuard`)."""
         return self._state
+
+    @property
+    def faults(self) -> int:
+        """Times the device went into 'fault' (once per episode, however many reopens it takes)."""
+        return self._faults
+
+    def _wake(self) -> None:
+        """stop(): end a retry delay and wake the serving loop."""
+        self._retry_now.set()
+        self._nudge()
+
+    def _nudge(self) -> None:
+        """Wake the serving loop so it looks at its flags (stop, a PortAudio refresh)."""
 
     def _set_state(self, state: str, detail: str) -> None:
         if state == self._state:
             return
         self._state = state
+        if state == "fault":
+            self._faults += 1
         if state == "ok":
             log.info("%s: %s", self.role, detail)
         else:
@@ -655,9 +741,11 @@ class DeviceWorker(Worker):
 
     def _run(self) -> None:
         self._hub.acquire()
+        self._hub.add_waker(self._nudge)
         try:
             self._supervise()
         finally:
+            self._hub.remove_waker(self._nudge)
             self._close_stream()
             self._hub.release()
 
@@ -671,13 +759,20 @@ class DeviceWorker(Worker):
                 detail = self._open()
             except DeviceNotFound as exc:
                 self._set_state("missing", f"{exc}; retrying")
+                refresh = True
             except (AudioDeviceError, OSError, ValueError) as exc:
                 self._set_state("error", f"{exc}; retrying")
+                refresh = True
             else:
-                self._set_state("ok", detail)
-                delay = self.retry_initial_s
+                self.opens += 1
+                self._opened(detail)
+                opened_at = time.monotonic()
+                refresh = True
                 try:
                     self._serve()
+                except DeviceFault as exc:  # it works, but wrongly: reopen, no re-enumeration
+                    self._set_state("fault", f"{exc}; reopening")
+                    refresh = False
                 except OSError as exc:  # a USB device unplugged mid-stream lands here
                     self._set_state("missing", f"{self.device_name!r} stopped working: {exc}")
                 except Exception as exc:  # a bug must not silence the device for good
@@ -692,10 +787,17 @@ class DeviceWorker(Worker):
                     continue
                 finally:
                     self._close_stream()
-            refresh = True
-            if self.stopping.wait(delay):
+                    if time.monotonic() - opened_at >= self.healthy_after_s:
+                        delay = self.retry_initial_s  # a failure after a good run starts over
+            self._retry_now.wait(delay)  # stop() cuts it short, and reopen() after a loss
+            self._retry_now.clear()
+            if self.stopping.is_set():
                 break
             delay = min(delay * 2, self.settings.retry_max_s)
+
+    def _opened(self, detail: str) -> None:
+        """The device is open (thread side); say so."""
+        self._set_state("ok", detail)
 
     def _close_stream(self) -> None:
         stream, self._stream = self._stream, None

@@ -15,6 +15,15 @@ ratio to the baseline of the same run. Latency is from the moment a device read
 returned to the moment its chunk was queued (``MicChunk.captured_at``).
 
     .venv/bin/python scripts/bench_audio.py [--seconds 10] [--chunk-ms 40] [--json]
+
+``--idle SECONDS`` measures the idle agent instead: the mic filling its
+pre-roll (not capturing) and the speaker with nothing to play, per thread: CPU
+seconds per minute and kernel wakeups per second (voluntary context switches,
+from ``/proc``). ``--first-write N`` measures what the speaker's first write of
+a reply costs with the device kept open (stopped) while idle, against opening
+it again (the device lookup, rate probe and open that a reopen would add).
+``--flood SECONDS`` measures a mic at end of file (stale audio as fast as it
+is read) during a turn: process CPU over the episode, audio delivered, faults.
 """
 
 from __future__ import annotations
@@ -55,6 +64,15 @@ class Row:
 def thread_cpu(thread: threading.Thread) -> float:
     """CPU seconds a (running) thread has used so far."""
     return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
+def thread_wakeups(thread: threading.Thread) -> int:
+    """Voluntary context switches of a thread: how often it blocked and was woken."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    for line in status.splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return 0
 
 
 def speech_like(rate: int, seconds: float) -> bytes:
@@ -180,12 +198,175 @@ def pi_agent_workers(
     return cpu, latencies, out.qsize(), mic.overflows, speaker.underruns
 
 
+def wait_until(condition, timeout: float = 10.0, poll: float = 0.005) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
+    return True
+
+
+def idle_cost(seconds: float) -> list[dict[str, float | str]]:
+    """Per-thread CPU and wakeups of an idle Microphone (pre-roll only) and Speaker."""
+    rows = []
+    with SimulatedSoundCard():
+        settings = AudioSettings()
+        speaker = Speaker(settings)
+        mic = Microphone(settings, lambda chunk: None)
+        speaker.start()
+        mic.start()
+        try:
+            if not wait_until(lambda: mic.state == speaker.state == "ok" and mic.chunks >= 10):
+                raise SystemExit(f"devices not ready: mic {mic.state}, speaker {speaker.state}")
+            speaker.play_chime("connected")  # what a started agent has done
+            wait_until(lambda: speaker.idle.is_set())
+            time.sleep(0.5)
+            workers = {"mic (pre-roll)": mic, "speaker (idle)": speaker}
+            before = {
+                k: (thread_cpu(w._thread), thread_wakeups(w._thread)) for k, w in workers.items()
+            }
+            loops0 = {k: getattr(w, "loops", None) for k, w in workers.items()}
+            time.sleep(seconds)
+            for name, worker in workers.items():
+                cpu0, wake0 = before[name]
+                cpu = thread_cpu(worker._thread) - cpu0
+                wakeups = thread_wakeups(worker._thread) - wake0
+                loops = getattr(worker, "loops", None)
+                rows.append(
+                    {
+                        "thread": name,
+                        "cpu_s_per_min": cpu / seconds * 60,
+                        "wakeups_per_s": wakeups / seconds,
+                        "loops_per_s": (
+                            (loops - loops0[name]) / seconds if loops is not None else float("nan")
+                        ),
+                    }
+                )
+        finally:
+            mic.stop()
+            speaker.stop()
+    return rows
+
+
+def first_write_latency(repeats: int) -> dict[str, float]:
+    """Speaker: play() of a reply's first chunk -> first bytes in the device, both ways."""
+    keep_open: list[float] = []
+    reopen_cost: list[float] = []
+    reply = speech_like(24000, 0.2)  # more than the jitter buffer: written at once
+    with SimulatedSoundCard() as card:
+        settings = AudioSettings()
+        idle = threading.Event()
+        speaker = Speaker(settings, on_event=lambda e: e == "idle" and idle.set())
+        speaker.start()
+        try:
+            wait_until(lambda: speaker.state == "ok")
+            for _ in range(repeats):
+                idle.clear()
+                time.sleep(0.3)  # idle: the stream is stopped, the thread asleep
+                before = card.written_bytes()
+                t0 = time.monotonic()
+                speaker.play(reply)
+                wait_until(lambda b=before: card.written_bytes() > b, poll=0.0001)
+                keep_open.append(time.monotonic() - t0)
+                speaker.end_turn()
+                idle.wait(10)
+        finally:
+            speaker.stop()
+        probe = Speaker(settings)  # not started: its open path is timed on this thread
+        probe._hub.acquire()
+        try:
+            for _ in range(repeats):
+                t0 = time.monotonic()
+                probe._open()  # device lookup, rate probe, open (what a reopen would redo)
+                reopen_cost.append(time.monotonic() - t0)
+                probe._close_stream()
+        finally:
+            probe._hub.release()
+    keep = float(np.median(keep_open)) * 1000
+    extra = float(np.median(reopen_cost)) * 1000
+    return {
+        "keep_open_ms_p50": keep,
+        "keep_open_ms_max": max(keep_open) * 1000,
+        "reopen_adds_ms_p50": extra,
+        "reopen_ms_p50": keep + extra,
+        "reopen_adds_ms_max": max(reopen_cost) * 1000,
+    }
+
+
+def flood_episode(seconds: float) -> dict[str, float]:
+    """A capturing mic whose device hits end of file for ``seconds``, then comes back."""
+    delivered: list[bytes] = []
+    states: list[str] = []
+    with SimulatedSoundCard() as card:
+        mic = Microphone(
+            AudioSettings(), delivered.append, on_state=lambda s, d=None: states.append(s)
+        )
+        mic.start()
+        try:
+            wait_until(lambda: mic.state == "ok" and mic.chunks >= 10)
+            mic.start_capture()
+            time.sleep(0.5)
+            before = len(delivered)
+            cpu0, mic0, t0 = time.process_time(), thread_cpu(mic._thread), time.monotonic()
+            card.set_eof()
+            time.sleep(seconds)
+            cpu, mic_cpu = time.process_time() - cpu0, thread_cpu(mic._thread) - mic0
+            wall = time.monotonic() - t0
+            flooded = len(delivered) - before
+            card.clear_eof()
+            back = time.monotonic()
+            recovered = wait_until(lambda: mic.state == "ok", timeout=seconds + 35)
+            return {
+                "episode_s": wall,
+                "process_cpu_s": cpu,
+                "mic_thread_cpu_s": mic_cpu,
+                "audio_delivered_s": flooded * mic.chunk_bytes / 32000,
+                "faults": getattr(mic, "faults", 0),
+                "opens": getattr(mic, "opens", 0),
+                "states": " ".join(states),
+                "ok_again_after_s": time.monotonic() - back if recovered else float("nan"),
+            }
+        finally:
+            mic.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per path and setup")
     parser.add_argument("--chunk-ms", type=int, default=40)
     parser.add_argument("--json", action="store_true", help="print JSON rows instead")
+    parser.add_argument("--idle", type=float, metavar="SECONDS", help="measure idle cost only")
+    parser.add_argument("--first-write", type=int, metavar="N", help="speaker first-write only")
+    parser.add_argument("--flood", type=float, metavar="SECONDS", help="mic at end of file only")
     args = parser.parse_args(argv)
+
+    if args.flood:
+        result = flood_episode(args.flood)
+        print(json.dumps(result, indent=2))
+        return 0
+
+    if args.idle:
+        idle_rows = idle_cost(args.idle)
+        if args.json:
+            print(json.dumps(idle_rows, indent=2))
+            return 0
+        print(f"idle for {args.idle:g} s (simulated card)")
+        print(f"{'thread':16} {'CPU s/min':>9} {'wakeups/s':>9} {'loops/s':>8}")
+        for r in idle_rows:
+            print(
+                f"{r['thread']:16} {r['cpu_s_per_min']:9.4f} {r['wakeups_per_s']:9.1f}"
+                f" {r['loops_per_s']:8.1f}"
+            )
+        return 0
+    if args.first_write:
+        result = first_write_latency(args.first_write)
+        print(
+            json.dumps(result, indent=2)
+            if args.json
+            else "\n".join(f"{k:20} {v:8.2f}" for k, v in result.items())
+        )
+        return 0
 
     setups = [
         (

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soxr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pi_agent.audio import (
     CHIMES,
@@ -22,6 +27,8 @@ from pi_agent.audio import (
     MicChunk,
     Microphone,
     Speaker,
+    _mix_np,
+    _mix_py,
     measure_input,
     play_test_tone,
     render_chime,
@@ -30,6 +37,7 @@ from pi_agent.audio_backend import (
     HUB,
     DeviceNotFound,
     MicConverter,
+    PaceGuard,
     Stream,
     find_device,
     list_devices,
@@ -249,16 +257,62 @@ def test_48k_stereo_only_device_is_resampled_and_channel_picked(card, run, phras
 def test_preroll_holds_what_was_said_before_the_press(card, run):
     beep = tone(1000, 200)
     mic, got = ready_mic(run, AudioSettings(chunk_ms=40, preroll_ms=300))
+    settle(mic, 8)  # the ring is full
     card.speak(beep)
-    assert card.wait_spoken(TIMEOUT)
-    settle(mic, 2)
+    assert card.wait_spoken(TIMEOUT)  # said, and now the button goes down
     assert got.chunks == []  # nothing is delivered before the press
 
     preroll = mic.start_capture()
     assert len(preroll) == 8  # ceil(300 / 40)
-    assert beep in b"".join(preroll)
     assert mic.start_capture() == []  # pre-roll is handed out once
+    settle(mic, 6)  # the idle read in progress at the press is delivered after it
     mic.stop_capture()
+    assert beep in b"".join(preroll) + got.pcm
+
+
+def ramp(seconds: float) -> bytes:
+    """-32768, -32767, ...: every sample differs from the one before by exactly 1."""
+    return (np.arange(int(16000 * seconds)) - 32768).astype("<i2").tobytes()
+
+
+def assert_contiguous(pcm: bytes, signal: bytes) -> None:
+    """``pcm`` is a stretch of ``signal`` (a ramp; maybe silence before and after it)
+    without a sample lost or twice."""
+    x = np.frombuffer(pcm, "<i2")
+    start = int(np.argmax(x != 0))
+    offset = int(x[start]) + 32768  # where in the ramp the stream starts
+    assert start == 0 or offset == 0, "silence, then the ramp from somewhere in the middle"
+    n = min(len(x) - start, len(signal) // 2 - offset)
+    assert n > 16000 * 0.5
+    assert pcm[start * 2 : (start + n) * 2] == signal[offset * 2 : (offset + n) * 2]
+    assert not x[start + n :].any()  # and silence after it
+
+
+@pytest.mark.parametrize("idle_chunks", [1, 3, 4])
+def test_switching_between_idle_and_live_reads_loses_and_repeats_nothing(card, run, idle_chunks):
+    """Idle reads are 100 ms, live ones 20 ms: the switch keeps the stream byte-exact."""
+    signal = ramp(2.5)
+    mic, got = ready_mic(run, AudioSettings(chunk_ms=40, preroll_ms=300))
+    loops, chunks = mic.loops, mic.chunks
+    assert wait_for(lambda: mic.loops >= loops + 2)
+    assert mic.chunks - chunks >= 2 * (mic.loops - loops - 1)  # idle: 100 ms (2.5 chunks) a read
+    card.speak(signal)
+    seen = mic.chunks
+    assert wait_for(lambda: mic.chunks >= seen + 3 + idle_chunks)  # somewhere in a read
+    first = mic.start_capture()
+    assert wait_for(lambda: len(got.chunks) >= 20)
+    mic.stop_capture()
+    live = len(got.chunks)
+    seen = mic.chunks
+    assert wait_for(lambda: mic.chunks >= seen + idle_chunks)  # well within the pre-roll
+    second = mic.start_capture()
+    assert card.wait_spoken(TIMEOUT)
+    settle(mic, 6)
+    mic.stop_capture()
+
+    pcm = got.pcm
+    stream = b"".join(first) + pcm[: live * 1280] + b"".join(second) + pcm[live * 1280 :]
+    assert_contiguous(stream, signal)
 
 
 def test_overflow_is_detected_counted_and_logged_once(card, run, caplog):
@@ -389,6 +443,38 @@ def test_speaker_underrun_end_turn_below_jitter_and_bounded_buffer(card, run):
     assert idle.dropped_bytes == 60 * 48000
 
 
+def thread_wakeups(worker) -> int:
+    """How often the kernel woke a worker's thread (voluntary context switches)."""
+    status = Path(f"/proc/self/task/{worker._thread.native_id}/status").read_text()
+    return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+
+
+def test_first_reply_after_a_long_idle_is_played_whole(card, run):
+    """Idle, the speaker thread sleeps without a timeout: how long it idles cannot matter."""
+    rng = np.random.default_rng(7)
+    reply = rng.integers(-8000, 8000, 24000 * 6 // 10, dtype="<i2").tobytes()  # 0.6 s, no repeats
+    speaker, events = ready_speaker(run, AudioSettings())
+    speaker.play(bytes(4800))  # an earlier turn: the stream has been started and stopped
+    speaker.end_turn()
+    assert events.wait("idle")
+    speaker.play_chime("connected")  # and a chime, as a started agent has played
+    assert wait_for(speaker.idle.is_set)
+    events.clear("idle")
+
+    loops, wakeups = speaker.loops, thread_wakeups(speaker)
+    threading.Event().wait(0.5)  # the idle window: nothing is played in it
+    assert speaker.loops == loops, "the idle speaker thread ran"
+    assert thread_wakeups(speaker) == wakeups, "the kernel woke the idle speaker thread"
+
+    before = len(card.played_bytes())
+    for i in range(0, len(reply), 1920):  # 40 ms pieces, as the server sends them
+        speaker.play(reply[i : i + 1920])
+    speaker.end_turn()
+    assert events.wait("idle")
+    assert card.wait_played(before + len(reply), TIMEOUT)
+    assert card.played_bytes()[before:] == reply  # whole: not a sample clipped
+
+
 # --------------------------------------------------------------------------- gate and chimes
 
 
@@ -424,7 +510,9 @@ def test_gate_holds_the_mic_while_playing_and_for_the_echo_tail(card, run):
 
 def test_chimes_play_locally_and_never_reach_the_model(card, run):
     for name in CHIMES:
-        assert 0.1 < len(render_chime(name, 24000)) / 24000 < 0.4
+        pcm = render_chime(name, 24000)
+        assert 0.1 < len(pcm) / 2 / 24000 < 0.4 and max(samples(pcm)) > 10000
+        assert render_chime(name, 24000) is pcm  # rendered once
     with pytest.raises(ValueError):
         render_chime("fanfare")
 
@@ -451,6 +539,75 @@ def test_chimes_play_locally_and_never_reach_the_model(card, run):
     assert all(any(c) for c in got.chunks[:2])
     with pytest.raises(ValueError):
         speaker.play_chime("fanfare")
+
+
+@settings(max_examples=50)
+@given(
+    turn=st.lists(st.integers(-32768, 32767), max_size=60),
+    chime=st.lists(st.integers(-32768, 32767), max_size=60),
+)
+def test_chime_mixing_without_numpy_matches_numpy(turn, chime):
+    a = np.array(turn, dtype="<i2").tobytes()
+    b = np.array(chime, dtype="<i2").tobytes()
+    expected = np.clip(
+        np.pad(np.array(turn), (0, max(0, len(chime) - len(turn))))
+        + np.pad(np.array(chime), (0, max(0, len(turn) - len(chime)))),
+        -32768,
+        32767,
+    )
+    assert _mix_py(a, b) == _mix_np(a, b, 1.0) == expected.astype("<i2").tobytes()
+
+
+def test_a_chime_during_a_reply_is_mixed_in_exactly(card, run):
+    speaker, events = ready_speaker(run, AudioSettings())
+    reply = np.full(24000, 1000, dtype="<i2").tobytes()  # 0.5 s, flat: the chime shows
+    speaker.play(reply)
+    assert events.wait("started")
+    speaker.play_chime("press")
+    speaker.end_turn()
+    assert events.wait("idle")
+    assert card.wait_played(len(reply), TIMEOUT)
+    played = samples(card.played_bytes())
+    assert len(played) == len(reply) // 2  # mixed in, not appended
+    added = played - 1000
+    chime = samples(render_chime("press", 24000, ChimeSettings().volume))
+    start = int(np.argmax(added != 0)) - int(np.argmax(chime != 0))
+    assert start > 0 and np.array_equal(added[start : start + len(chime)], chime)
+    assert not added[start + len(chime) :].any()
+
+
+def test_the_default_config_never_loads_numpy(tmp_path):
+    """numpy is ~15 MB of RSS: a 16 kHz mic, a 24 kHz speaker, chimes and volume 1 need none."""
+    script = """
+import sys, threading
+from pi_agent.audio import Microphone, Speaker
+from pi_agent.config import AudioSettings
+from pi_agent.sim.alsa import SimulatedSoundCard
+with SimulatedSoundCard(sys.argv[1]) as card:
+    got, idle = [], threading.Event()
+    settings = AudioSettings()
+    speaker = Speaker(settings, on_event=lambda e: e == "idle" and idle.set())
+    mic = Microphone(settings, got.append)
+    speaker.start(); mic.start()
+    card.speak(bytes(6400))
+    mic.start_capture()
+    speaker.play(bytes(9600)); speaker.play_chime("press"); speaker.end_turn()
+    assert idle.wait(10)
+    threading.Event().wait(0.3)
+    mic.stop_capture(); mic.stop(); speaker.stop()
+    assert got and speaker.state == mic.state == "ok", (len(got), speaker.state, mic.state)
+print("numpy" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "alsa")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
 
 
 # --------------------------------------------------------------------------- robustness
@@ -504,6 +661,101 @@ def test_mic_that_fails_mid_stream_is_reopened(card, run, caplog, monkeypatch):
     settle(mic)
     assert states.seen == ["ok", "missing", "ok"] and mic.is_alive and mic.error is None
     assert len([r for r in caplog.records if "stopped working" in r.getMessage()]) == 1
+
+
+@settings(max_examples=60)
+@given(
+    reads=st.lists(
+        st.tuples(st.sampled_from([320, 3200]), st.sampled_from([0.0, 0.0, 0.03, 0.15, 0.3])),
+        min_size=10,
+        max_size=60,
+    ),
+    backlog_s=st.sampled_from([0.0, 0.1, 0.3]),
+)
+def test_pace_guard_never_flags_a_device_that_keeps_real_time(reads, backlog_s):
+    """Reads of any size, a thread that is sometimes late, a backlog at the start: no fault."""
+    guard = PaceGuard(16000)
+    clock = 0.0
+    produced = backlog_s  # what the device holds when the stream opens
+    for frames, lag in reads:
+        began = clock
+        need = frames / 16000
+        clock = max(began, began + need - produced)  # a read waits for what is missing
+        produced = max(0.0, produced - need)
+        assert not guard.update(frames, began, clock)
+        produced = min(0.3, produced + lag)  # late: it waits (a buffer holds 0.3 s at most)
+        clock += lag
+
+
+@settings(max_examples=30)
+@given(factor=st.floats(2.5, 1000.0), frames=st.sampled_from([320, 3200]))
+def test_pace_guard_flags_a_flood_after_half_a_second_of_extra_audio(factor, frames):
+    guard = PaceGuard(16000)
+    clock, audio = 0.0, 0.0
+    while not guard.update(frames, clock, clock + frames / 16000 / factor):
+        clock += frames / 16000 / factor
+        audio += frames / 16000
+        assert audio - clock <= 0.5 + frames / 16000, "flagged too late"
+    assert guard.audio_s > 2 * guard.wall_s
+
+
+def test_mic_faster_than_real_time_is_a_fault_then_recovers(card, run, caplog):
+    """A mic at end of file: stale audio as fast as it is read. Reported once, not sent on,
+    reopened with backoff, fine again once the device is."""
+    caplog.set_level(logging.INFO, logger=LOG)
+    states = Events()
+    mic, got = ready_mic(run, AudioSettings(chunk_ms=40), on_state=states)
+    mic.start_capture()  # a turn in progress: the worst case, every chunk goes to the link
+    assert got.wait(5)
+    sane = len(got.chunks)
+    flood_began = time.monotonic()
+    card.set_eof()
+    assert states.wait("fault")
+    flagged = time.monotonic()
+    assert mic.faults == 1 and mic.state == "fault"
+    extra_s = (len(got.chunks) - sane) * 0.04 - (flagged - flood_began)
+    assert extra_s <= 0.5 + 0.1, f"{extra_s:.2f} s of stale audio went out"
+
+    delivered = len(got.chunks)
+    opens = mic.opens
+    assert wait_for(lambda: mic.opens >= opens + 2)  # reopened, still flooding, twice
+    assert states.seen == ["ok", "fault"] and mic.faults == 1  # reported once
+    assert len(got.chunks) == delivered  # and nothing more went out
+    faults = [r for r in caplog.records if "microphone fault" in r.getMessage()]
+    assert len(faults) == 1 and "faster than real time" in faults[0].getMessage()
+
+    states.clear("ok")
+    card.clear_eof()  # the device works again
+    assert states.wait("ok", TIMEOUT) and states.seen == ["ok", "fault", "ok"]
+    beep = tone(700, 200)
+    card.speak(beep)
+    assert card.wait_spoken(TIMEOUT)
+    settle(mic)
+    mic.stop_capture()
+    assert beep in got.pcm[delivered * 1280 :]  # byte-exact again
+    assert mic.faults == 1 and mic.overflows == 0
+
+
+def test_reopen_closes_and_reopens_the_device_at_its_next_chance(card, run):
+    states = Events()
+    mic, got = ready_mic(run, AudioSettings(), on_state=states)
+    mic.start_capture()
+    opens = mic.opens
+    mic.reopen()
+    assert wait_for(lambda: mic.opens == opens + 1)
+    beep = tone(900, 200)
+    card.speak(beep)
+    assert card.wait_spoken(TIMEOUT)
+    settle(mic)
+    mic.stop_capture()
+    assert beep in got.pcm and states.seen == ["ok"] and mic.is_alive
+
+    lost = run(Microphone(AudioSettings(input_device="seeed"), Collector(), on_state=states))
+    lost.retry_initial_s = 60.0  # a long backoff that reopen() cuts short
+    assert states.wait("missing")
+    card.add_pcm(SimPcm("seeed-2mic"))
+    lost.reopen()
+    assert wait_for(lambda: lost.state == "ok") and lost.device_name == "seeed-2mic"
 
 
 def test_missing_speaker_drops_audio_and_never_holds_the_gate(card, run):

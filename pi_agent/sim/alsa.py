@@ -2,24 +2,33 @@
 
 alsa-lib's built-in ``file`` plugin over a ``null`` slave is a PCM that any
 process can define in its own config (``ALSA_CONFIG_PATH``). Its capture side
-reads an ``infile``; its playback side writes a ``file``. Both are FIFOs here,
-and one clock thread makes them behave like hardware:
+reads an ``infile``; its playback side writes a ``file``. One clock thread makes
+them behave like hardware:
 
-* capture: every 20 ms it writes a 20 ms piece (a queued phrase, else
-  silence). If the reader falls more than ``buffer_ms`` behind, pieces are
-  dropped, like a real capture buffer that overruns;
-* playback: every 20 ms it takes 20 ms of audio out of the pipe, so the writer
-  is paced by the "device". The pipe is shrunk to one page (4 KiB), which is
-  this device's hardware buffer. The kernel frees pipe space a page at a time,
-  so a writer blocks in page-sized steps: 85 ms at 24 kHz mono, 21 ms at
-  48 kHz stereo (use the latter to time flushes).
+* capture: the infile is one end of a socket pair (alsa-lib takes a file
+  descriptor number as ``infile``). Every 20 ms the clock writes a 20 ms piece
+  (a queued phrase, else silence) into the other end. If the reader falls more
+  than ``buffer_ms`` behind, pieces are dropped, like a real capture buffer
+  that overruns;
+* playback: the file is a FIFO; every 20 ms the clock takes 20 ms of audio out
+  of it, so the writer is paced by the "device". The pipe is shrunk to one page
+  (4 KiB), which is this device's hardware buffer. The kernel frees pipe space
+  a page at a time, so a writer blocks in page-sized steps: 85 ms at 24 kHz
+  mono, 21 ms at 48 kHz stereo (use the latter to time flushes).
 
 Faithful limits, learned the hard way (alsa-lib 1.2.8, PortAudio 19.6):
 
-* the file plugin fills a capture read with ONE ``read()`` of the FIFO, so a
-  read larger than what has arrived returns stale bytes. Pieces are written
-  atomically, and readers must read 20 ms (or a divisor of it) at a time;
-  :class:`pi_agent.audio.Microphone` does;
+* the file plugin fills a capture read with ONE ``read()`` of its infile and
+  uses whatever was in its buffer for the bytes that read did not return.
+  PortAudio reads up to its whole ALSA buffer (two periods) at once, so a FIFO
+  (whose read returns what has arrived so far) gives stale audio for any read
+  longer than 20 ms. The socket's ``SO_RCVLOWAT`` is set to its maximum, so
+  each ``read()`` waits for every byte it asked for, as a blocking read of a
+  real device does: reads of any length are exact and paced;
+* :meth:`SimulatedSoundCard.set_eof` makes that read return at once with
+  nothing, as a file at its end does: the stream then delivers stale audio far
+  faster than real time, which is how a mic whose driver went wrong looks.
+  :meth:`SimulatedSoundCard.clear_eof` brings a working device back;
 * the infile is only read on the plugin's direct path: open a capture PCM with
   its own channel count (1 for ``mic``), or a ``plug`` conversion in between
   yields silence;
@@ -43,6 +52,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import socket
 import tempfile
 import termios
 import threading
@@ -54,6 +64,7 @@ from pathlib import Path
 PIECE_MS = 20
 _F_SETPIPE_SZ = 1031
 _PIPE_BUF = 4096
+_RCVLOWAT_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -83,24 +94,48 @@ class _Device:
             raise ValueError(
                 f"{spec.name}: rate {spec.rate} is not a whole number of frames per 20 ms"
             )
-        if not spec.playback and spec.piece_bytes > _PIPE_BUF:
-            raise ValueError(f"{spec.name}: 20 ms pieces over 4 KiB cannot be written atomically")
         self.spec = spec
-        self.fifo = directory / f"{spec.name}.fifo"
-        os.mkfifo(self.fifo)
-        # O_RDWR: ALSA's blocking open() of the FIFO never waits for the other end.
-        self.fd = os.open(self.fifo, os.O_RDWR)
         self.phrases: deque[bytes] = deque()
         self.current = memoryview(b"")
         self.overruns = 0
         self.played = bytearray()
+        self.eof = False
+        self._writer: socket.socket | None = None
+        self._reader: socket.socket | None = None
         if spec.playback:
+            self.fifo = directory / f"{spec.name}.fifo"
+            os.mkfifo(self.fifo)
+            # O_RDWR: ALSA's blocking open() of the FIFO never waits for the other end.
+            self.fd = os.open(self.fifo, os.O_RDWR)
             os.set_blocking(self.fd, False)
             with contextlib.suppress(OSError):
                 fcntl.fcntl(self.fd, _F_SETPIPE_SZ, _PIPE_BUF)
+        else:
+            self._reader, self._writer = self._socket_pair()
+            self.fd = self._reader.fileno()  # the number alsa-lib reads from, for good
         self.capacity = max(
             spec.piece_bytes, spec.rate * spec.buffer_ms // 1000 * spec.channels * 2
         )
+
+    @staticmethod
+    def _socket_pair() -> tuple[socket.socket, socket.socket]:
+        reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, _RCVLOWAT_MAX)
+        writer.setblocking(False)
+        return reader, writer
+
+    def set_eof(self, eof: bool) -> None:
+        """End the input (reads return at once, empty) or plug a fresh one in its place."""
+        assert self._writer is not None and self._reader is not None
+        if eof and not self.eof:
+            self._writer.shutdown(socket.SHUT_WR)
+        elif not eof and self.eof:
+            reader, writer = self._socket_pair()
+            os.dup2(reader.fileno(), self.fd)  # same number: the config and open PCMs stay valid
+            reader.close()
+            self._writer.close()
+            self._writer = writer
+        self.eof = eof
 
     def pending(self) -> int:
         """Bytes sitting in the FIFO."""
@@ -109,12 +144,12 @@ class _Device:
         return buf[0]
 
     def conf(self) -> str:
-        spec, fifo = self.spec, self.fifo
+        spec = self.spec
         if spec.playback:
-            pcm = f'{{ type file; slave.pcm {{ type null }}; file "{fifo}"; format "raw" }}'
+            pcm = f'{{ type file; slave.pcm {{ type null }}; file "{self.fifo}"; format "raw" }}'
         else:
             pcm = (
-                f'{{ type file; slave.pcm {{ type null }}; file "/dev/null"; infile "{fifo}";'
+                f'{{ type file; slave.pcm {{ type null }}; file "/dev/null"; infile {self.fd};'
                 ' format "raw" }'
             )
         if spec.only_rate:
@@ -137,18 +172,26 @@ class _Device:
         piece = bytes(self.current[:size])
         self.current = self.current[size:]
         piece += bytes(size - len(piece))
+        if self.eof:
+            return
         if self.pending() + size > self.capacity:
             self.overruns += 1  # nobody read in time: the hardware drops it
             return
-        os.write(self.fd, piece)
+        assert self._writer is not None
+        self._writer.send(piece)
 
     @property
     def idle(self) -> bool:
         return not self.current and not self.phrases
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        if self._reader is None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            return
+        for sock in (self._writer, self._reader):
+            with contextlib.suppress(OSError):
+                sock.close()
 
 
 class SimulatedSoundCard:
@@ -223,6 +266,16 @@ class SimulatedSoundCard:
         if self._own_dir and self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
 
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        """File descriptors a child process needs to use this card's capture devices.
+
+        The config names each capture input by descriptor number: start a
+        ``pi-agent run`` under test with ``subprocess.Popen(..., pass_fds=card.pass_fds)``.
+        """
+        with self._cond:
+            return tuple(d.fd for d in self._devices.values() if not d.spec.playback)
+
     # -- devices
     def add_pcm(self, spec: SimPcm) -> None:
         """Hot-plug a device (PortAudio sees it after it is initialised again)."""
@@ -269,6 +322,22 @@ class SimulatedSoundCard:
         dev = self._device(device or self.mic, playback=False)
         with self._cond:
             return self._cond.wait_for(lambda: dev.idle, timeout)
+
+    def set_eof(self, device: str | None = None) -> None:
+        """Make a capture device behave like a file at its end: every read returns at once.
+
+        PortAudio then hands out stale audio far faster than real time (a mic
+        whose driver went wrong). Takes effect for open streams too.
+        """
+        dev = self._device(device or self.mic, playback=False)
+        with self._cond:
+            dev.set_eof(True)
+
+    def clear_eof(self, device: str | None = None) -> None:
+        """Undo :meth:`set_eof`: a working, real-time input again (open streams included)."""
+        dev = self._device(device or self.mic, playback=False)
+        with self._cond:
+            dev.set_eof(False)
 
     def overruns(self, device: str | None = None) -> int:
         """Capture pieces dropped because the reader was too late."""
