@@ -142,16 +142,3 @@ def call_logged(callback: Callable[..., object], *args: object) -> None:
         callback(*args)
     except Exception:
         log.exception("callback %r failed", callback)
-
-
-def name_os_thread(name: str | None = None) -> None:
-    """Give the current thread its name in the kernel too (``top -H``, ``ps -L``); best-effort."""
-    import ctypes
-    import ctypes.util
-
-    text = (name or threading.current_thread().name).encode()[:15]
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        libc.prctl(15, ctypes.c_char_p(text), 0, 0, 0)  # PR_SET_NAME
-    except (OSError, AttributeError, TypeError):
-        pass

@@ -21,6 +21,7 @@ class EndedSession:
 
 def make_link(clock, **agent):
     config = parse_config({"agent": {"backoff_initial_s": 0.5, "backoff_max_s": 30, **agent}})
+
     class Connector:
         def open(self, request):
             pass
