@@ -16,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from . import protocol
-from .errors import ClosedError, SessionError
+from .errors import ClosedError, ProtocolError, SessionError
 from .logs import escape
 from .status import ms
 
@@ -158,6 +158,10 @@ class ModelAnswers:
 
     def _on_tool_call(self: Agent, session: Any, item: protocol.ToolCall) -> None:
         for call in item.calls:
+            if not call.id or not call.name:
+                self.counters["malformed"] += 1
+                log.warning("ignoring a tool call without an id: it could never be answered")
+                continue
             self.counters["tool_calls"] += 1
             log.info(
                 "turn %d tool call %s(%s) id=%s",
@@ -224,3 +228,5 @@ class ModelAnswers:
             )
         except (ClosedError, SessionError):
             log.info("tool %s result not sent: the connection just ended", name)
+        except ProtocolError as exc:
+            log.error("tool %s result could not be encoded: %s", escape(name, 80), exc)

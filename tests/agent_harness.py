@@ -34,6 +34,7 @@ def agent_config(server, tmp_path, **sections: Any):
         "status_light": {"device": "status_led"},
         "tools": BASE_TOOLS,
         "control": {"socket": str(tmp_path / "control.sock")},
+        "timers": {"enabled": False, "state_file": str(tmp_path / "timers.json")},
         "agent": {"backoff_initial_s": 0.05, "backoff_max_s": 1, "fatal_retry_s": 30},
     }
     for key, value in sections.items():
