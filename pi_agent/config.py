@@ -114,6 +114,7 @@ class ChimeSettings:
     release: bool = opt(True, "Chime when the talk button is released.")
     error: bool = opt(True, "Chime when something failed (e.g. words could not be delivered).")
     connected: bool = opt(True, "Chime when the first session is ready.")
+    timer: bool = opt(True, "Chime of a ringing timer (repeats until a press).")
     volume: float = opt(0.4, "Chime loudness, 0-1 (times audio.volume).", min=0, max=1)
 
 
