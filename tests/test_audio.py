@@ -520,6 +520,7 @@ def test_chimes_play_locally_and_never_reach_the_model(card, run):
     speaker, events = ready_speaker(run, settings)
     mic, got = ready_mic(run, settings, gate=HalfDuplexGate(speaker, settings))
     card.speak(tone(300, 2000, amplitude=0.3))  # the user keeps talking throughout
+    settle(mic, 5)  # two idle reads: the one in progress now holds only the tone
     mic.start_capture(gated=False)  # push-to-talk: ungated
     assert got.wait(2)
 
