@@ -809,6 +809,31 @@ def test_list_devices_marks_the_picks_and_explains_a_miss(card):
     assert "matches 2 input devices ('mic', 'usbmic48'); using the first" in report
 
 
+def test_a_child_process_can_use_the_simulated_card(card):
+    """What a benchmark of the real ``pi-agent run`` needs: the card's inputs passed down."""
+    signal = ramp(1.0)
+    script = """
+import sys
+from pi_agent.audio_backend import silence_native_noise
+silence_native_noise()
+import pyaudio
+pa = pyaudio.PyAudio()
+s = pa.open(format=pyaudio.paInt16, channels=1, rate=16000, input=True, frames_per_buffer=320)
+sys.stdout.buffer.write(s.read(16000 * 2, exception_on_overflow=False))  # 2 s in one read
+s.close(); pa.terminate()
+"""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,
+        pass_fds=card.pass_fds,
+    )
+    card.speak(signal)
+    out, _ = child.communicate(timeout=30)
+    assert child.returncode == 0
+    assert signal in out  # exact, through the child's own PortAudio
+
+
 def test_find_device_prefers_exact_then_substring():
     class FakePa:
         names = [("USB PnP: Audio (hw:1,0)", 1, 0), ("usb", 0, 2), ("Mic Array (hw:2,0)", 4, 0)]
