@@ -689,7 +689,7 @@ def test_pace_guard_never_flags_a_device_that_keeps_real_time(reads, backlog_s):
 
 
 @settings(max_examples=30)
-@given(factor=st.floats(2.5, 1000.0), frames=st.sampled_from([320, 3200]))
+@given(factor=st.floats(2.0, 1000.0), frames=st.sampled_from([320, 1600]))
 def test_pace_guard_flags_a_flood_after_half_a_second_of_extra_audio(factor, frames):
     guard = PaceGuard(16000)
     clock, audio = 0.0, 0.0
@@ -697,7 +697,7 @@ def test_pace_guard_flags_a_flood_after_half_a_second_of_extra_audio(factor, fra
         clock += frames / 16000 / factor
         audio += frames / 16000
         assert audio - clock <= 0.5 + frames / 16000, "flagged too late"
-    assert guard.audio_s > 2 * guard.wall_s
+    assert guard.audio_s - guard.wall_s > 0.5
 
 
 def test_mic_faster_than_real_time_is_a_fault_then_recovers(card, run, caplog):
@@ -715,7 +715,7 @@ def test_mic_faster_than_real_time_is_a_fault_then_recovers(card, run, caplog):
     flagged = time.monotonic()
     assert mic.faults == 1 and mic.state == "fault"
     extra_s = (len(got.chunks) - sane) * 0.04 - (flagged - flood_began)
-    assert extra_s <= 0.5 + 0.1, f"{extra_s:.2f} s of stale audio went out"
+    assert extra_s <= 0.5 + 0.1, f"{extra_s:.2f} s of stale audio went out"  # + a read, a chunk
 
     delivered = len(got.chunks)
     opens = mic.opens
