@@ -132,11 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", cmd_run, "Run the agent (what the systemd service does).")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
-    p = add("demo", cmd_demo, "Try it without a Pi: the agent against a built-in fake server.")
-    p.add_argument("--script", action="store_true", help="non-interactive: run a scripted demo")
-    p.add_argument("--live", action="store_true", help="talk to the real Gemini Live API")
-    p.add_argument("--turns", type=int, default=2, help="turns in --script mode")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p = add(
+        "demo",
+        cmd_demo,
+        "Try a config without a Pi: mock pins, a simulated sound card, a fake Live server.",
+    )
+    from .demo import add_arguments as add_demo_arguments
+
+    add_demo_arguments(p)
 
     p = add("ctl", cmd_ctl, "Control a running agent over its control socket.")
     p.epilog = (
