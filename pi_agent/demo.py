@@ -438,6 +438,7 @@ def run_demo(
         return 2
     base = load_config(args.config) if args.config else kitchen_config()
     screen = Screen(out, redraw=not args.script and out.isatty())
+    screen.line(f"pi-agent demo: starting {args.config or 'the built-in kitchen'}...")
     with _logging_to(screen, args, out), contextlib.ExitStack() as stack:
         return _run(args, base, screen, stack, pin_factory=pin_factory, stdin=stdin)
 
