@@ -116,6 +116,7 @@ yaml_quote() {
 # scalars, e.g. from yaml_quote; null for anonymous). Every other line and every comment stays:
 # those three keys are replaced in place (a trailing comment kept), missing ones are
 # added under "mqtt:" at the section's own indentation, a missing section is appended.
+# Fails (status 3, nothing printed) for an mqtt: written on one line ({...}): edit by hand.
 #   set_mqtt_config FILE > NEW
 set_mqtt_config() {
     awk '
@@ -135,6 +136,7 @@ set_mqtt_config() {
     function top_level(line) { return line ~ /^[^ \t#]/ }
     # First pass: where the section is, its indentation, which keys it has.
     FNR == NR {
+        if ($0 ~ /^mqtt[ \t]*:/ && !section_start($0)) { flow = 1; exit 3 }
         if (section_start($0)) { found = 1; inside = 1; next }
         if (inside && top_level($0)) inside = 0
         if (inside && !indent && $0 ~ /^[ ]+[^ #]/) {
@@ -160,6 +162,7 @@ set_mqtt_config() {
         print setting(k) comment
     }
     END {
+        if (flow) exit 3
         if (!found) {
             print "mqtt:"
             print setting("enabled"); print setting("host"); print setting("username")

@@ -318,7 +318,8 @@ if [ -n "$MQTT_HOST" ]; then
         echo "+ set mqtt: enabled: true, host: $MQTT_HOST, username: ${MQTT_USER:-null} in" \
             "$CONFIG.new (comments kept), check it with pi_agent.config, mv -f it to $CONFIG"
     else
-        (
+        manual="set mqtt.enabled, mqtt.host and mqtt.username in $CONFIG by hand"
+        if ! (
             MQTT_HOST_YAML=$(yaml_quote "$MQTT_HOST")
             MQTT_USER_YAML=null
             if [ -n "$MQTT_USER" ]; then
@@ -326,7 +327,10 @@ if [ -n "$MQTT_HOST" ]; then
             fi
             export MQTT_HOST_YAML MQTT_USER_YAML
             set_mqtt_config "$CONFIG" >"$CONFIG.new"
-        )
+        ); then
+            rm -f -- "$CONFIG.new"
+            die "the mqtt section of $CONFIG is written on one line: $manual"
+        fi
         if ! "$VENV/bin/python" - "$CONFIG.new" "$MQTT_HOST" "$MQTT_USER" <<'PY'; then
 import sys
 
@@ -344,8 +348,7 @@ if not (mqtt.enabled and mqtt.host == host and (mqtt.username or "") == user):
     sys.exit("install.sh: the mqtt section did not come out as asked")
 PY
             rm -f -- "$CONFIG.new"
-            die "could not set the mqtt section of $CONFIG (see above); your file is unchanged:" \
-                "set mqtt.enabled, mqtt.host and mqtt.username there by hand"
+            die "could not set the mqtt section of $CONFIG (see above), it is unchanged: $manual"
         fi
         chown root:"$APP" "$CONFIG.new"
         chmod 0640 "$CONFIG.new"

@@ -501,6 +501,10 @@ def test_set_mqtt_config_adds_what_is_missing_at_the_right_indentation(tmp_path)
     assert lib('mqtt_enabled "$1"', str(path)).returncode == 0
     assert lib('mqtt_enabled "$1"', str(tmp_path / "missing.yaml")).returncode == 1
 
+    path.write_text("mqtt: {enabled: false}\n")  # one line: left to a person, not appended to
+    result = lib('MQTT_HOST_YAML=h MQTT_USER_YAML=null set_mqtt_config "$1"', str(path))
+    assert result.returncode == 3 and result.stdout == ""
+
 
 def test_secret_from_stdin_is_stored_0600_and_never_shown(tmp_path):
     secret = "s3cret with spaces & $dollars"
