@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pi_agent import protocol
 from pi_agent.logs import REDACTED, add_secret
-from pi_agent.recorder import TurnRecorder, scrub
+from pi_agent.recorder import TurnRecorder, _audio_frame, _sent_audio, scrub
 from pi_agent.session import Credentials, LiveSession
 from pi_agent.sim.fake_live import FakeLiveServer, Reply
 
@@ -65,8 +65,9 @@ def test_recorder_one_turn_writes_wavs_and_json(tmp_path):
     recorder.sent(protocol.audio_message(b"\1\2" * 100))  # before the turn: not recorded
     recorder.begin(1)
     recorder.sent(protocol.encode(protocol.activity_start()))
-    for chunk in mic:
-        recorder.sent(protocol.audio_message(chunk))
+    recorder.sent(protocol.audio_message(mic[0]))
+    recorder.sent(json.dumps(json.loads(protocol.audio_message(mic[1])), indent=1))
+    recorder.sent(protocol.audio_message(mic[2]))
     recorder.sent(protocol.encode(protocol.text_input(f"my key is {FAKE_KEY}")))
     recorder.sent(protocol.encode({"apiKey": FAKE_KEY, "headers": {"x-goog-api-key": FAKE_KEY}}))
     recorder.sent(protocol.encode(protocol.activity_end()))
@@ -305,6 +306,17 @@ def test_scrub_leaves_no_secret_key_field_or_body(value):
                 walk(child)
 
     walk(scrub(value))
+
+
+@settings(max_examples=100)
+@given(st.binary(max_size=4000), st.sampled_from([8000, 16000, 24000, 48000]))
+def test_audio_fast_path_matches_the_json_parse(pcm, rate):
+    frame = protocol.audio_message(pcm, rate)
+    message = json.loads(frame)
+    assert _audio_frame(frame) == (pcm, rate, scrub(message))
+    assert _sent_audio(message) == (pcm, rate)
+    spaced = json.dumps(message, indent=1)  # same message, other spelling: the slow path
+    assert _audio_frame(spaced) is None
 
 
 def test_recorder_with_a_live_session_against_the_fake_server(tmp_path):
