@@ -417,6 +417,13 @@ class AgentSettings:
     )
     log_transcripts: bool = opt(True, "Log what the user and the model said.")
     log_level: Literal["debug", "info", "warning", "error"] = opt("info", "Log level.")
+    debug_recording_dir: str | None = opt(
+        None,
+        "Save each turn's sent and received audio (WAV) and messages (JSON) here; null = off.",
+    )
+    debug_recording_max_turns: int = opt(
+        20, "Most turns kept in debug_recording_dir; the oldest go first.", min=1, max=10000
+    )
 
 
 @dataclass(frozen=True)
