@@ -51,6 +51,8 @@ class LinkEvents:
             self.link.rollover_pending = True
             return
         old = self.link.adopt(session, event.handle, event.credentials)
+        if self.parts.recorder is not None:
+            session.on_sent = self.parts.recorder.sent
         if old is not None:
             self.counters["rollovers"] += 1
             old.close()
