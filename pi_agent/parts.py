@@ -206,7 +206,8 @@ def build_parts(
     notifier: Any = None,
 ) -> Parts:
     """Build every part the config asks for (a failure part-way closes what was built)."""
-    from .devices import Devices, PushToTalk, StatusLight, make_pin_factory
+    from .devices import Devices, PushToTalk, make_pin_factory
+    from .light import StatusLight
     from .systemd import Notifier, ReadyGate, Watchdog
     from .tools import ToolBox, ToolRunner
 
