@@ -433,6 +433,11 @@ class Config:
 # The loader lives in config_loader.py; its public names are re-exported here.
 
 from .config_loader import (  # noqa: E402
+    _VERBS_BY_KIND,
+    MAX_CONFIG_BYTES,
+    MAX_YAML_DEPTH,
+    MAX_YAML_NODES,
+    _read_secret,
     describe_range,
     device_range,
     iter_options,
@@ -447,7 +452,12 @@ from .config_loader import (  # noqa: E402
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "MAX_CONFIG_BYTES",
+    "MAX_YAML_DEPTH",
+    "MAX_YAML_NODES",
+    "_VERBS_BY_KIND",
     "Config",
+    "_read_secret",
     "describe_range",
     "device_range",
     "iter_options",
