@@ -819,6 +819,7 @@ silence_native_noise()
 import pyaudio
 pa = pyaudio.PyAudio()
 s = pa.open(format=pyaudio.paInt16, channels=1, rate=16000, input=True, frames_per_buffer=320)
+print("reading", flush=True)
 sys.stdout.buffer.write(s.read(16000 * 2, exception_on_overflow=False))  # 2 s in one read
 s.close(); pa.terminate()
 """
@@ -828,6 +829,7 @@ s.close(); pa.terminate()
         cwd=Path(__file__).resolve().parent.parent,
         pass_fds=card.pass_fds,
     )
+    assert child.stdout.readline() == b"reading\n"
     card.speak(signal)
     out, _ = child.communicate(timeout=30)
     assert child.returncode == 0
