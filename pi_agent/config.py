@@ -449,6 +449,7 @@ from .config_loader import (  # noqa: E402
     replace,
     resolve_api_key,
 )
+from .errors import ConfigError  # noqa: E402  (re-exported: callers catch it from here)
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -457,6 +458,7 @@ __all__ = [
     "MAX_YAML_NODES",
     "_VERBS_BY_KIND",
     "Config",
+    "ConfigError",
     "_read_secret",
     "describe_range",
     "device_range",
