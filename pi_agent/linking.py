@@ -77,6 +77,7 @@ class LinkEvents:
         resent = self.uplink.attach(session, resend=True)
         if resent is not None:
             self.counters["resent_turns"] += 1
+            self._transcript = {"user": [], "model": []}  # the cut-off answer is said again
             if resent.ended:
                 self._expect_answer(self._clock())
 
