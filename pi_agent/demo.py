@@ -437,8 +437,19 @@ def run_demo(
         print("pi-agent demo: --mic is for the interactive demo, not --script", file=sys.stderr)
         return 2
     base = load_config(args.config) if args.config else kitchen_config()
+    if args.log_file:
+        try:
+            Path(args.log_file).open("a", encoding="utf-8").close()
+        except OSError as exc:
+            print(
+                f"pi-agent demo: --log-file: cannot write {args.log_file}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            return 2
     screen = Screen(out, redraw=not args.script and out.isatty())
     screen.line(f"pi-agent demo: starting {args.config or 'the built-in kitchen'}...")
+    if base.live.hands_free:
+        screen.line("demo: push-to-talk (the config's live.hands_free is not used here)")
     with _logging_to(screen, args, out), contextlib.ExitStack() as stack:
         return _run(args, base, screen, stack, pin_factory=pin_factory, stdin=stdin)
 

@@ -131,7 +131,11 @@ def steps_for(declarations: Sequence[dict[str, Any]]) -> Iterator[Step]:
     while True:
         for declaration in declarations:
             name = declaration["name"]
-            args = example_args(declaration.get("parameters"), n)
+            try:
+                args = example_args(declaration.get("parameters"), n)
+            except ValueError as exc:  # a schema no value satisfies: say so, call nothing
+                yield Step(f"Please use {name.replace('_', ' ')}.", None, f"I cannot: {exc}.")
+                continue
             said = f"Please use {name.replace('_', ' ')}" + (
                 f" with {spoken(args)}." if args else "."
             )

@@ -19,7 +19,7 @@ import logging
 import queue
 import shutil
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from .logs import LineFormatter, RedactingFilter, escape
@@ -183,11 +183,6 @@ def _compact(value: Any) -> str:
     except (TypeError, ValueError):
         text = str(value)
     return escape(text, 200)
-
-
-def kinds_of(devices: Iterable[tuple[str, Any]]) -> dict[str, str]:
-    """``{name: kind}`` from ``config.devices.items()``."""
-    return {name: settings.kind for name, settings in devices}
 
 
 def safe_states(read: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -192,6 +192,12 @@ def test_demo_live_without_a_key_says_what_is_missing(monkeypatch, capsys):
     assert "--live needs a Gemini API key" in capsys.readouterr().err
 
 
+def test_demo_log_file_it_cannot_write_is_named(tmp_path, capsys):
+    target = tmp_path / "missing-dir" / "demo.log"
+    assert run_demo(_args(log_file=str(target)), out=io.StringIO()) == 2
+    assert f"--log-file: cannot write {target}" in capsys.readouterr().err
+
+
 def test_demo_mic_is_for_the_interactive_demo(capsys):
     assert run_demo(_args(mic=True), out=io.StringIO()) == 2
     assert "--mic is for the interactive demo" in capsys.readouterr().err
@@ -364,6 +370,17 @@ def test_steps_call_every_declared_tool_in_turn():
         ("is_door_open", {}),
     ]
     assert first[0].said == "Please use set lamp with on true."
+    impossible = {
+        "name": "odd",
+        "description": "d",
+        "parameters": {
+            "type": "OBJECT",
+            "properties": {"n": {"type": "INTEGER", "minimum": 0.2, "maximum": 0.8}},
+            "required": ["n"],
+        },
+    }
+    step = next(steps_for([impossible]))
+    assert step.call is None and "no whole number" in step.answer
 
 
 def test_kitchen_script_only_calls_the_kitchen_tools():
