@@ -144,6 +144,7 @@ class Microphone(DeviceWorker):
         self._overflow_logged = -math.inf
         self._reopen_asked = False
         self._trusted = True  # False after a fault, until the device keeps real time again
+        self._ok_detail = ""
         #: Device reads so far (the thread's loop turns).
         self.loops = 0
 
@@ -250,10 +251,9 @@ class Microphone(DeviceWorker):
         return n
 
     def _opened(self, detail: str) -> None:
-        if self._state == "fault":  # 'ok' only once it has kept real time for a while
-            self._trusted = False
-            self._ok_detail = detail
-        else:
+        self._trusted = self._state != "fault"  # after a fault: 'ok' once it keeps real time
+        self._ok_detail = detail
+        if self._trusted:
             self._set_state("ok", detail)
 
     def _serve(self) -> None:
@@ -362,6 +362,9 @@ def render_chime(name: str, rate: int = SPEAKER_RATE, volume: float = 1.0) -> by
 
 def _spread(pcm: bytes, channels: int) -> bytes:
     """Mono s16le -> the same samples on every channel (interleaved)."""
+    np = sys.modules.get("numpy")
+    if np is not None:  # loaded anyway (a resampler): twice as fast
+        return np.repeat(np.frombuffer(pcm, "<i2"), channels).tobytes()
     mono = array("h", pcm)
     out = array("h", bytes(len(pcm) * channels))
     for ch in range(channels):

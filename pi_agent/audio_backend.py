@@ -643,17 +643,15 @@ class PaceGuard:
 
     A capture stream at end of file (a driver gone wrong, a resampler bug)
     returns stale audio as fast as it is asked for: sent on, it floods the
-    link; kept, it burns a core. Audio read over wall time, per window of
-    ``window_s``: more than ``factor`` times real time and more than
-    ``excess_s`` ahead of the clock is a fault. A device's own buffer (what a
-    late reader finds waiting, well under ``excess_s``) never is.
+    link; kept, it burns a core. Audio read is compared with wall time in
+    windows of ``window_s``: more than ``excess_s`` ahead of the clock is a
+    fault, so at most that much stale audio gets out, and within one window
+    only a device at 1.5x real time or more can get there. What a device's
+    buffer holds for a late reader (well under ``excess_s``) never is.
     """
 
-    def __init__(
-        self, rate: int, factor: float = 2.0, excess_s: float = 0.5, window_s: float = 1.0
-    ):
+    def __init__(self, rate: int, excess_s: float = 0.5, window_s: float = 1.0):
         self.rate = rate
-        self.factor = factor
         self.excess_s = excess_s
         self.window_s = window_s
         self.t0: float | None = None
@@ -671,7 +669,7 @@ class PaceGuard:
             self.t0 = began
         self.audio_s += frames / self.rate
         wall = now - self.t0
-        if self.audio_s - wall > self.excess_s and self.audio_s > self.factor * wall:
+        if self.audio_s - wall > self.excess_s:
             self.wall_s = wall
             return True
         if wall >= self.window_s:

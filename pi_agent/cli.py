@@ -1,4 +1,4 @@
-"""The ``pi-agent`` command: run, demo, ctl, devices, check.
+"""The ``pi-agent`` command: run, demo, ctl, devices, check, mqtt-clear.
 
 ``main(args=None) -> int`` so tests call it directly. Errors are one line
 (``DEBUG=1`` shows the traceback); a config mistake exits with code 2 and one
@@ -135,6 +135,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     return run_check(config_path=_config_path(args.config), skip_network=args.offline)
 
 
+def cmd_mqtt_clear(args: argparse.Namespace) -> int:
+    """Remove this agent's device from Home Assistant (``uninstall.sh --purge`` runs it)."""
+    from .mqtt import clear_discovery, mqtt_password
+    from .mqtt_discovery import device_id
+
+    settings = _load(args).mqtt
+    if not settings.enabled:
+        print("pi-agent: mqtt is not enabled in the config; nothing to remove")
+        return EXIT_OK
+    try:
+        cleared = clear_discovery(settings, mqtt_password(settings), timeout=args.timeout)
+    except ConnectionError as exc:
+        print(f"pi-agent: mqtt-clear: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    name = device_id(settings)
+    print(f"removed {name} from Home Assistant ({cleared} retained messages cleared)")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pi-agent", description="Gemini Live push-to-talk voice agent for the Raspberry Pi."
@@ -155,11 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", cmd_run, "Run the agent (what the systemd service does).")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
-    p = add("demo", cmd_demo, "Try it without a Pi: the agent against a built-in fake server.")
-    p.add_argument("--script", action="store_true", help="non-interactive: run a scripted demo")
-    p.add_argument("--live", action="store_true", help="talk to the real Gemini Live API")
-    p.add_argument("--turns", type=int, default=2, help="turns in --script mode")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p = add(
+        "demo",
+        cmd_demo,
+        "Try a config without a Pi: mock pins, a simulated sound card, a fake Live server.",
+    )
+    from .demo import add_arguments as add_demo_arguments
+
+    add_demo_arguments(p)
 
     p = add("ctl", cmd_ctl, "Control a running agent over its control socket.")
     p.epilog = (
@@ -180,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("words", nargs="*", help="the text of say, the value of volume (0.6, 60, 60%%)")
 
     add("devices", cmd_devices, "List audio devices and what the config picks.")
+
+    p = add(
+        "mqtt-clear",
+        cmd_mqtt_clear,
+        "Remove this agent's device from Home Assistant (empties its retained MQTT topics).",
+    )
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the broker")
 
     p = add("check", cmd_check, "Self-test: config, key, audio, GPIO, camera, network, setup.")
     p.add_argument("--offline", action="store_true", help="skip the network checks")

@@ -114,6 +114,7 @@ class ChimeSettings:
     release: bool = opt(True, "Chime when the talk button is released.")
     error: bool = opt(True, "Chime when something failed (e.g. words could not be delivered).")
     connected: bool = opt(True, "Chime when the first session is ready.")
+    timer: bool = opt(True, "Chime of a ringing timer (repeats until a press).")
     volume: float = opt(0.4, "Chime loudness, 0-1 (times audio.volume).", min=0, max=1)
 
 
@@ -416,6 +417,13 @@ class AgentSettings:
     )
     log_transcripts: bool = opt(True, "Log what the user and the model said.")
     log_level: Literal["debug", "info", "warning", "error"] = opt("info", "Log level.")
+    debug_recording_dir: str | None = opt(
+        None,
+        "Save each turn's sent and received audio (WAV) and messages (JSON) here; null = off.",
+    )
+    debug_recording_max_turns: int = opt(
+        20, "Most turns kept in debug_recording_dir; the oldest go first.", min=1, max=10000
+    )
 
 
 @dataclass(frozen=True)

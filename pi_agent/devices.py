@@ -25,7 +25,6 @@ from typing import Any, Literal
 from gpiozero import (
     LED,
     RGBLED,
-    Button,
     Buzzer,
     DigitalInputDevice,
     DigitalOutputDevice,
@@ -110,10 +109,11 @@ def _build_device(name: str, settings: DeviceSettings, factory: Any) -> Any:
     kind = s.kind
     bounds = device_bounds(name, s)
     if kind in ("button", "input"):
-        # gpiozero wants active_state only when there is no pull resistor.
+        # gpiozero wants active_state only when there is no pull resistor. A button is a
+        # plain input here: gpiozero's Button adds a hold thread that polls ten times a
+        # second all day; PushToTalk times long presses itself, only while one is held.
         active = s.active_high if s.pull_up is None else None
-        cls = Button if kind == "button" else DigitalInputDevice
-        return cls(
+        return DigitalInputDevice(
             s.pin,
             pull_up=s.pull_up,
             active_state=active,

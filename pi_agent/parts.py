@@ -134,6 +134,19 @@ class Parts:
             extra.start()
         self.ready_gate.devices_up()
 
+    def healthy(self) -> bool:
+        """Every worker thread that was started still runs (the watchdog asks this).
+
+        A part whose thread died is a bug the agent cannot mend by itself; withholding
+        the watchdog ping lets systemd restart the service.
+        """
+        for part in (self.speaker, self.mic, self.runner, self.control, *self.extras):
+            error = getattr(part, "error", None)
+            if error is not None:
+                log.error("%s died: %r", getattr(part, "name", type(part).__name__), error)
+                return False
+        return True
+
     def stop_producers(self) -> bool:
         """Stop everything that makes input; True if all stopped cleanly."""
         clean = True
@@ -232,7 +245,8 @@ def build_parts(
     except BaseException:
         devices.close()
         raise
-    return Parts(
+    parts_ref: list[Parts] = []
+    parts = Parts(
         devices=devices,
         light=light,
         ptt=ptt,
@@ -243,13 +257,15 @@ def build_parts(
         speaker=speaker,
         control=control,
         notifier=notifier,
-        watchdog=Watchdog(notifier, healthy=lambda: True),
+        watchdog=Watchdog(notifier, healthy=lambda: parts_ref[0].healthy()),
         ready_gate=ReadyGate(notifier, config.agent.ready_timeout_s),
         camera_on=camera_on,
         observers=observers,
         extras=extras,
         timers=timers,
     )
+    parts_ref.append(parts)
+    return parts
 
 
 def _build_timers(config: Config, toolbox: Any, put: Callable[[object], None]) -> Any:

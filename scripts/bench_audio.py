@@ -24,6 +24,8 @@ a reply costs with the device kept open (stopped) while idle, against opening
 it again (the device lookup, rate probe and open that a reopen would add).
 ``--flood SECONDS`` measures a mic at end of file (stale audio as fast as it
 is read) during a turn: process CPU over the episode, audio delivered, faults.
+``--rss`` measures the peak RSS of a fresh process running Microphone and
+Speaker through a turn with a chime, per config, and whether numpy got loaded.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import queue
+import subprocess
 import sys
 import threading
 import time
@@ -39,13 +42,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np
+if "--rss-child" not in sys.argv:  # a child measuring its footprint imports only what it uses
+    import numpy as np
+
+    from pi_agent.sim.speech import tone
 
 from pi_agent.audio import Microphone, Speaker
 from pi_agent.audio_backend import find_device, silence_native_noise
 from pi_agent.config import AudioSettings
 from pi_agent.sim.alsa import SimPcm, SimulatedSoundCard
-from pi_agent.sim.speech import tone
 
 
 @dataclass
@@ -331,6 +336,73 @@ def flood_episode(seconds: float) -> dict[str, float]:
             mic.stop()
 
 
+RSS_CONFIGS = {
+    "default (16k mic, 24k speaker, chimes, volume 1)": [],
+    "default, numpy imported anyway (as before)": ["--import-numpy"],
+    "volume 0.5": ["--volume", "0.5"],
+    "48k stereo devices (resampling)": ["--devices48"],
+}
+
+
+def rss_child(args: argparse.Namespace) -> int:
+    """In a fresh process: run both workers through a turn with a chime, print the footprint."""
+    if args.import_numpy:
+        import numpy  # noqa: F401
+    extra = []
+    settings = AudioSettings(volume=args.volume)
+    if args.devices48:
+        extra = [
+            SimPcm("usbmic48", rate=48000, channels=2, only_rate=True),
+            SimPcm("spk48", playback=True, rate=48000, channels=2, only_rate=True),
+        ]
+        settings = AudioSettings(
+            volume=args.volume, input_device="usbmic48", input_channels=2, output_device="spk48"
+        )
+    got: list[bytes] = []
+    idle = threading.Event()
+    with SimulatedSoundCard(extra=extra):
+        speaker = Speaker(settings, on_event=lambda e: e == "idle" and idle.set())
+        mic = Microphone(settings, got.append)
+        speaker.start()
+        mic.start()
+        try:
+            wait_until(lambda: mic.state == speaker.state == "ok")
+            mic.start_capture()
+            speaker.play_chime("connected")
+            speaker.play(bytes(48000))
+            speaker.play_chime("press")
+            speaker.end_turn()
+            idle.wait(10)
+            wait_until(lambda: len(got) >= 25)
+        finally:
+            mic.stop()
+            speaker.stop()
+    status = Path("/proc/self/status").read_text()
+    kb = {k: int(v.split()[0]) for k, v in (ln.split(":", 1) for ln in status.splitlines())
+          if k in ("VmHWM", "VmRSS")}  # fmt: skip
+    print(json.dumps({**kb, "numpy": "numpy" in sys.modules, "soxr": "soxr" in sys.modules}))
+    return 0
+
+
+def rss_table() -> list[dict[str, object]]:
+    rows = []
+    for name, flags in RSS_CONFIGS.items():
+        runs = []
+        for _ in range(3):
+            done = subprocess.run(
+                [sys.executable, __file__, "--rss-child", *flags],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        peak = sorted(r["VmHWM"] for r in runs)[1]  # the median of three
+        rows.append({"config": name, "peak_rss_mb": peak / 1024, **{
+            k: runs[0][k] for k in ("numpy", "soxr")}})  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per path and setup")
@@ -339,7 +411,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=float, metavar="SECONDS", help="measure idle cost only")
     parser.add_argument("--first-write", type=int, metavar="N", help="speaker first-write only")
     parser.add_argument("--flood", type=float, metavar="SECONDS", help="mic at end of file only")
+    parser.add_argument("--rss", action="store_true", help="peak RSS per config only")
+    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--import-numpy", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--devices48", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--volume", type=float, default=1.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+
+    if args.rss_child:
+        return rss_child(args)
+    if args.rss:
+        rows = rss_table()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"{'config':50} {'peak RSS MB':>11} {'numpy':>6} {'soxr':>5}")
+        for r in rows:
+            print(f"{r['config']:50} {r['peak_rss_mb']:11.1f} {r['numpy']!s:>6} {r['soxr']!s:>5}")
+        return 0
 
     if args.flood:
         result = flood_episode(args.flood)

@@ -4,6 +4,7 @@
 # your config and key, and restarts the service.
 #
 #   sudo scripts/install.sh [--camera] [--key-file FILE] [--source DIR]
+#                           [--mqtt HOST [--mqtt-user USER]]
 #   scripts/install.sh --dry-run ...      (prints the plan; no root needed)
 #
 # Options:
@@ -13,11 +14,18 @@
 #   --key-file FILE  copy the Gemini API key from FILE (first line)
 #   --no-key         install without a key (e.g. live.token_command is used)
 #   --no-start       enable the service but do not (re)start it now
+#   --mqtt HOST      Home Assistant over MQTT: set mqtt.enabled, mqtt.host (and
+#                    mqtt.username) in /etc/pi-agent/config.yaml
+#   --mqtt-user USER the broker user; its password is asked for (see below)
+#                    and stored as the systemd credential mqtt-password
 #   -h, --help       this text
 #
 # Without --key-file the key is kept if /etc/pi-agent/gemini-api-key exists;
 # otherwise it is asked for on the terminal (not echoed) or read from standard
-# input (sudo scripts/install.sh < keyfile). It never appears on a command line.
+# input (sudo scripts/install.sh < keyfile). The MQTT password is read the same
+# way, after the key: from standard input it is the next line (the first one
+# when the key is not asked for). Secrets never appear on a command line, on the
+# screen or in a log.
 set -eu
 set -o pipefail
 
@@ -27,7 +35,12 @@ VENV=$PREFIX/venv
 ETC=/etc/pi-agent
 CONFIG=$ETC/config.yaml
 KEY=$ETC/gemini-api-key
+MQTT_PASSWORD=$ETC/mqtt-password
 UNIT=/etc/systemd/system/pi-agent.service
+# Drop-in for the unit: the MQTT password as a credential, only when it is used
+# (LoadCredential= of a missing file stops the service from starting).
+DROPIN_DIR=/etc/systemd/system/pi-agent.service.d
+DROPIN=$DROPIN_DIR/mqtt-password.conf
 LINK=/usr/local/bin/pi-agent
 # Debian's Python: the one python3-pyaudio, python3-lgpio and python3-picamera2
 # are built for (not a pyenv or /usr/local python that may come first in PATH).
@@ -38,6 +51,8 @@ CAMERA=0
 KEY_FILE=
 NO_KEY=0
 START=1
+MQTT_HOST=
+MQTT_USER=
 SOURCE=$(cd -- "$(dirname -- "$0")/.." && pwd)
 
 usage() {
@@ -73,6 +88,16 @@ while [ $# -gt 0 ]; do
             KEY_FILE=$2
             shift
             ;;
+        --mqtt)
+            [ $# -ge 2 ] || die "--mqtt needs the broker's host name or address"
+            MQTT_HOST=$2
+            shift
+            ;;
+        --mqtt-user)
+            [ $# -ge 2 ] || die "--mqtt-user needs a user name"
+            MQTT_USER=$2
+            shift
+            ;;
         -h | --help)
             usage
             exit 0
@@ -90,6 +115,15 @@ fi
 if [ ! -f "$SOURCE/config/pi-agent.yaml" ]; then
     [ "$DRY_RUN" = 1 ] || die "missing $SOURCE/config/pi-agent.yaml (the example configuration)"
     echo "install.sh: warning: $SOURCE/config/pi-agent.yaml is missing" >&2
+fi
+if [ -n "$MQTT_USER" ] && [ -z "$MQTT_HOST" ]; then
+    die "--mqtt-user needs --mqtt HOST"
+fi
+if [ -n "$MQTT_HOST" ] && ! [[ $MQTT_HOST =~ ^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$ ]]; then
+    die "--mqtt: '$MQTT_HOST' is not a host name or address"
+fi
+if [[ $MQTT_USER == *[[:cntrl:]]* ]]; then
+    die "--mqtt-user: the user name has control characters"
 fi
 if [ -n "$KEY_FILE" ]; then
     [ "$NO_KEY" = 0 ] || die "--key-file and --no-key exclude each other"
@@ -131,18 +165,9 @@ elif [ -s "$KEY" ] || { [ "$DRY_RUN" = 1 ] && [ -e "$KEY" ]; }; then
     key_action=keep
 elif [ "$DRY_RUN" = 1 ]; then
     key_action=ask
-elif [ -t 0 ]; then
-    key_action=ask
-    printf 'Gemini API key (input hidden): ' >&2
-    trap 'stty echo; exit 130' INT TERM
-    stty -echo
-    IFS= read -r key || true
-    stty echo
-    trap - INT TERM
-    printf '\n' >&2
 else
     key_action=ask
-    IFS= read -r key || true
+    read_secret 'Gemini API key (input hidden): ' key
 fi
 if [ "$key_action" = from-file ] && [ "$DRY_RUN" = 0 ]; then
     IFS= read -r key <"$KEY_FILE" || true
@@ -150,6 +175,21 @@ fi
 if [ "$DRY_RUN" = 0 ] && { [ "$key_action" = ask ] || [ "$key_action" = from-file ]; }; then
     key=${key//[[:space:]]/}
     [ -n "$key" ] || die "no API key given: use --key-file FILE, pipe it on stdin, or --no-key"
+fi
+
+# The MQTT broker password, asked for in the same way (never on a command line).
+mqtt_password=
+mqtt_action=none
+if [ -n "$MQTT_USER" ]; then
+    mqtt_action=new
+    if [ "$DRY_RUN" = 0 ]; then
+        read_secret "MQTT password of $MQTT_USER at $MQTT_HOST (input hidden): " mqtt_password
+        [ -n "$mqtt_password" ] || die "no MQTT password given for --mqtt-user $MQTT_USER"
+    fi
+elif [ -n "$MQTT_HOST" ]; then
+    mqtt_action=anonymous
+elif [ -s "$MQTT_PASSWORD" ] || { [ "$DRY_RUN" = 1 ] && [ -e "$MQTT_PASSWORD" ]; }; then
+    mqtt_action=keep
 fi
 
 # ---------------------------------------------------------------- packages
@@ -175,9 +215,10 @@ if [ "$CAMERA" = 1 ]; then
     packages="$packages python3-picamera2"
 fi
 say "apt packages: $packages"
-run apt-get update
+progress "    updating the package lists" apt-get update
 # shellcheck disable=SC2086 # $packages is a list of words
-run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $packages
+progress "    installing the packages (this can take a few minutes on a Pi)" \
+    env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $packages
 
 # ------------------------------------------------------------ user and groups
 say "system user $APP (groups audio video gpio)"
@@ -201,7 +242,7 @@ run usermod --append --groups audio,video,gpio "$APP"
 say "virtual environment $VENV (with the system's packages) and pi-agent from $SOURCE"
 if [ ! -x "$VENV/bin/python" ]; then
     run install -d -m 0755 "$PREFIX"
-    run "$PYTHON" -m venv --system-site-packages "$VENV"
+    progress "    creating $VENV" "$PYTHON" -m venv --system-site-packages "$VENV"
 fi
 # Build from a copy, so pip leaves no root-owned build files in $SOURCE.
 if [ "$DRY_RUN" = 1 ]; then
@@ -216,7 +257,10 @@ for extra in setup.py pyproject.toml README.md LICENSE MANIFEST.in; do
         run cp "$SOURCE/$extra" "$build/"
     fi
 done
-run "$VENV/bin/pip" install --disable-pip-version-check --no-cache-dir --upgrade "$build"
+# The mqtt extra (paho-mqtt, pure Python) always: enabling mqtt later needs no reinstall.
+progress "    installing pi-agent and its Python packages (minutes on a Pi)" \
+    "$VENV/bin/pip" install --disable-pip-version-check --no-cache-dir --progress-bar off \
+    --upgrade "${build}[mqtt]"
 run ln -sfn "$VENV/bin/pi-agent" "$LINK"
 
 # --------------------------------------------------------------- /etc/pi-agent
@@ -249,14 +293,98 @@ case $key_action in
         if [ "$DRY_RUN" = 1 ]; then
             echo "+ write the key to $KEY.new (umask 077, shell builtin printf), mv -f it to $KEY"
         else
-            # printf is a shell builtin: the key is never an argument of a process.
-            (umask 077 && printf '%s\n' "$key" >"$KEY.new")
-            chown root:root "$KEY.new"
-            mv -f "$KEY.new" "$KEY"
+            write_secret "$KEY" "$key"
+            chown root:root "$KEY"
         fi
         ;;
 esac
 key=
+
+# ---------------------------------------------------------------------- MQTT
+install_dropin() {
+    run install -d -m 0755 "$DROPIN_DIR"
+    if [ "$DRY_RUN" = 1 ]; then
+        echo "+ write $DROPIN: [Service] LoadCredential=mqtt-password:$MQTT_PASSWORD"
+    else
+        printf '[Service]\n# Written by scripts/install.sh --mqtt: the MQTT broker password.\n%s\n' \
+            "LoadCredential=mqtt-password:$MQTT_PASSWORD" >"$DROPIN"
+        chmod 0644 "$DROPIN"
+    fi
+}
+
+if [ -n "$MQTT_HOST" ]; then
+    say "MQTT: Home Assistant through the broker $MQTT_HOST as ${MQTT_USER:-an anonymous user}"
+    if [ "$DRY_RUN" = 1 ]; then
+        echo "+ set mqtt: enabled: true, host: $MQTT_HOST, username: ${MQTT_USER:-null} in" \
+            "$CONFIG.new (comments kept), check it with pi_agent.config, mv -f it to $CONFIG"
+    else
+        manual="set mqtt.enabled, mqtt.host and mqtt.username in $CONFIG by hand"
+        if ! (
+            MQTT_HOST_YAML=$(yaml_quote "$MQTT_HOST")
+            MQTT_USER_YAML=null
+            if [ -n "$MQTT_USER" ]; then
+                MQTT_USER_YAML=$(yaml_quote "$MQTT_USER")
+            fi
+            export MQTT_HOST_YAML MQTT_USER_YAML
+            set_mqtt_config "$CONFIG" >"$CONFIG.new"
+        ); then
+            rm -f -- "$CONFIG.new"
+            die "the mqtt section of $CONFIG is written on one line: $manual"
+        fi
+        if ! "$VENV/bin/python" - "$CONFIG.new" "$MQTT_HOST" "$MQTT_USER" <<'PY'; then
+import sys
+
+from pi_agent.config import load_config
+from pi_agent.errors import ConfigError
+
+path, host, user = sys.argv[1:]
+try:
+    mqtt = load_config(path).mqtt
+except ConfigError as exc:
+    for problem in exc.problems:
+        print(f"install.sh: {problem}", file=sys.stderr)
+    sys.exit(1)
+if not (mqtt.enabled and mqtt.host == host and (mqtt.username or "") == user):
+    sys.exit("install.sh: the mqtt section did not come out as asked")
+PY
+            rm -f -- "$CONFIG.new"
+            die "could not set the mqtt section of $CONFIG (see above), it is unchanged: $manual"
+        fi
+        chown root:"$APP" "$CONFIG.new"
+        chmod 0640 "$CONFIG.new"
+        mv -f -- "$CONFIG.new" "$CONFIG"
+    fi
+fi
+case $mqtt_action in
+    new)
+        say "MQTT password: into $MQTT_PASSWORD (0600 root:root), the systemd credential mqtt-password"
+        if [ "$DRY_RUN" = 1 ]; then
+            echo "+ write the password to $MQTT_PASSWORD.new (umask 077, shell builtin printf)," \
+                "mv -f it to $MQTT_PASSWORD"
+        else
+            write_secret "$MQTT_PASSWORD" "$mqtt_password"
+            chown root:root "$MQTT_PASSWORD"
+        fi
+        install_dropin
+        ;;
+    keep)
+        say "MQTT password: keeping $MQTT_PASSWORD (the systemd credential mqtt-password)"
+        run chown root:root "$MQTT_PASSWORD"
+        run chmod 0600 "$MQTT_PASSWORD"
+        install_dropin
+        ;;
+    anonymous)
+        say "MQTT password: none (no --mqtt-user)"
+        run rm -f "$MQTT_PASSWORD" "$DROPIN"
+        ;;
+    none)
+        # A drop-in whose file is gone would keep the service from starting.
+        if [ -e "$DROPIN" ]; then
+            run rm -f "$DROPIN"
+        fi
+        ;;
+esac
+mqtt_password=
 
 # ------------------------------------------------------------------ the unit
 say "systemd unit $UNIT"
@@ -284,3 +412,7 @@ pi-agent is installed. To check on it:
 After editing /etc/pi-agent/config.yaml: sudo systemctl restart pi-agent
 To use 'pi-agent ctl' without sudo: sudo adduser $USER pi-agent (then log in again)
 EOF
+if [ -n "$MQTT_HOST" ]; then
+    echo "Home Assistant: the device appears once the agent reaches $MQTT_HOST" \
+        "(sudo pi-agent check tests the broker; see docs/home-assistant.md)"
+fi

@@ -6,8 +6,9 @@
 #
 # Options:
 #   --dry-run   print every action instead of doing it
-#   --purge     also remove /etc/pi-agent (config and API key) and the
-#               pi-agent system user and group
+#   --purge     also remove /etc/pi-agent (config, API key, MQTT password),
+#               the pi-agent system user and group, and, if mqtt is enabled in
+#               the config, the device from Home Assistant (pi-agent mqtt-clear)
 #   -h, --help  this text
 #
 # By default the configuration and the key in /etc/pi-agent and the user are
@@ -20,6 +21,7 @@ APP=pi-agent
 PREFIX=/opt/pi-agent
 ETC=/etc/pi-agent
 UNIT=/etc/systemd/system/pi-agent.service
+DROPIN_DIR=/etc/systemd/system/pi-agent.service.d
 LINK=/usr/local/bin/pi-agent
 
 DRY_RUN=0
@@ -59,9 +61,34 @@ fi
 if [ -e "$UNIT" ] || [ "$DRY_RUN" = 1 ]; then
     run rm -f "$UNIT"
 fi
+# install.sh's drop-in (the MQTT credential); a directory left empty goes too, yours stay.
+if [ -e "$DROPIN_DIR/mqtt-password.conf" ] || [ "$DRY_RUN" = 1 ]; then
+    run rm -f "$DROPIN_DIR/mqtt-password.conf"
+    run rmdir --ignore-fail-on-non-empty "$DROPIN_DIR"
+fi
 if have systemctl; then
     run systemctl daemon-reload || true
     run systemctl reset-failed "$APP.service" 2>/dev/null || true
+fi
+
+# Before the program goes: it is what talks to the broker. The service is stopped, so
+# nothing publishes the device again. The password file has the credential's name, so
+# the same lookup as under systemd finds it.
+if [ "$PURGE" = 1 ]; then
+    clear=(env "CREDENTIALS_DIRECTORY=$ETC" "$PREFIX/venv/bin/pi-agent" mqtt-clear
+        --config "$ETC/config.yaml")
+    if mqtt_enabled "$ETC/config.yaml"; then
+        say "Home Assistant: removing this device from the MQTT broker"
+        if [ ! -x "$PREFIX/venv/bin/pi-agent" ] && [ "$DRY_RUN" = 0 ]; then
+            echo "    $PREFIX is gone already: delete the device in Home Assistant by hand" >&2
+        elif ! run "${clear[@]}"; then
+            echo "    could not reach the broker: delete the device in Home Assistant by hand" \
+                "(Settings > Devices & services > MQTT)" >&2
+        fi
+    elif [ "$DRY_RUN" = 1 ]; then
+        echo "    (only if mqtt is enabled in $ETC/config.yaml:)"
+        run "${clear[@]}"
+    fi
 fi
 
 say "program $PREFIX and $LINK"
@@ -74,7 +101,7 @@ fi
 run rm -rf "$PREFIX"
 
 if [ "$PURGE" = 1 ]; then
-    say "purge: $ETC (configuration and API key), user and group $APP"
+    say "purge: $ETC (configuration, API key, MQTT password), user and group $APP"
     run rm -rf "$ETC"
     if getent passwd "$APP" >/dev/null || [ "$DRY_RUN" = 1 ]; then
         run userdel "$APP"

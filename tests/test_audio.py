@@ -520,6 +520,7 @@ def test_chimes_play_locally_and_never_reach_the_model(card, run):
     speaker, events = ready_speaker(run, settings)
     mic, got = ready_mic(run, settings, gate=HalfDuplexGate(speaker, settings))
     card.speak(tone(300, 2000, amplitude=0.3))  # the user keeps talking throughout
+    settle(mic, 5)  # two idle reads: the one in progress now holds only the tone
     mic.start_capture(gated=False)  # push-to-talk: ungated
     assert got.wait(2)
 
@@ -688,7 +689,7 @@ def test_pace_guard_never_flags_a_device_that_keeps_real_time(reads, backlog_s):
 
 
 @settings(max_examples=30)
-@given(factor=st.floats(2.5, 1000.0), frames=st.sampled_from([320, 3200]))
+@given(factor=st.floats(2.0, 1000.0), frames=st.sampled_from([320, 1600]))
 def test_pace_guard_flags_a_flood_after_half_a_second_of_extra_audio(factor, frames):
     guard = PaceGuard(16000)
     clock, audio = 0.0, 0.0
@@ -696,7 +697,7 @@ def test_pace_guard_flags_a_flood_after_half_a_second_of_extra_audio(factor, fra
         clock += frames / 16000 / factor
         audio += frames / 16000
         assert audio - clock <= 0.5 + frames / 16000, "flagged too late"
-    assert guard.audio_s > 2 * guard.wall_s
+    assert guard.audio_s - guard.wall_s > 0.5
 
 
 def test_mic_faster_than_real_time_is_a_fault_then_recovers(card, run, caplog):
@@ -714,7 +715,7 @@ def test_mic_faster_than_real_time_is_a_fault_then_recovers(card, run, caplog):
     flagged = time.monotonic()
     assert mic.faults == 1 and mic.state == "fault"
     extra_s = (len(got.chunks) - sane) * 0.04 - (flagged - flood_began)
-    assert extra_s <= 0.5 + 0.1, f"{extra_s:.2f} s of stale audio went out"
+    assert extra_s <= 0.5 + 0.1, f"{extra_s:.2f} s of stale audio went out"  # + a read, a chunk
 
     delivered = len(got.chunks)
     opens = mic.opens
@@ -806,6 +807,31 @@ def test_list_devices_marks_the_picks_and_explains_a_miss(card):
 
     report = list_devices(AudioSettings(input_device="MIC"))
     assert "matches 2 input devices ('mic', 'usbmic48'); using the first" in report
+
+
+def test_a_child_process_can_use_the_simulated_card(card):
+    """What a benchmark of the real ``pi-agent run`` needs: the card's inputs passed down."""
+    signal = ramp(1.0)
+    script = """
+import sys
+from pi_agent.audio_backend import silence_native_noise
+silence_native_noise()
+import pyaudio
+pa = pyaudio.PyAudio()
+s = pa.open(format=pyaudio.paInt16, channels=1, rate=16000, input=True, frames_per_buffer=320)
+sys.stdout.buffer.write(s.read(16000 * 2, exception_on_overflow=False))  # 2 s in one read
+s.close(); pa.terminate()
+"""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,
+        pass_fds=card.pass_fds,
+    )
+    card.speak(signal)
+    out, _ = child.communicate(timeout=30)
+    assert child.returncode == 0
+    assert signal in out  # exact, through the child's own PortAudio
 
 
 def test_find_device_prefers_exact_then_substring():

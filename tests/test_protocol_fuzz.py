@@ -291,7 +291,7 @@ def test_fuzz_parse_byte_mutations_are_total(data):
     check_total(data)
 
 
-@budget(200)
+@budget(150)
 @given(st.dictionaries(st.sampled_from(KEYS), json_values, max_size=5))
 def test_fuzz_parse_arbitrary_objects_are_total(message):
     check_total(json.dumps(message))

@@ -2,7 +2,9 @@
 
 The short soak runs the same :class:`Soak` as ``scripts/soak``: a real Agent against the fake
 server with goAway every 1.5 s, dropped connections, malformed messages and tool calls on the
-mock lamp, and asserts what the long one does except the RSS trend (too few turns for that).
+mock lamp, and every network fault the proxy plays (resets between and during turns, an outage
+the question waits through, a black hole while the answer is awaited, delay), and asserts what
+the long one does except the RSS trend (too few turns for that).
 """
 
 from __future__ import annotations
@@ -41,8 +43,12 @@ SHORT = soak.SoakOptions(
     malformed_rate=0.1,
     think_s=0.1,
     seed=2,
+    fault_rate=0.4,
+    refuse_s=(1.0, 2.0),
+    blackhole_s=(1.0, 2.0),
+    delay_turns=(1, 3),  # the dead link stays dead: noticed after response_timeout_s (3 s)
     turn_timeout=15.0,
-    max_seconds=40.0,
+    max_seconds=50.0,
 )
 
 
@@ -58,6 +64,17 @@ def test_short_plan_covers_every_kind_of_trouble():
     assert drops == set(soak.DROP_MOMENTS)
     assert {turn.kind for turn in plan} == set(soak.TURN_KINDS)
     assert any(turn.tool for turn in plan) and any(turn.malformed for turn in plan)
+    assert {turn.fault for turn in plan} - {None} == set(soak.FAULTS)
+    assert any(turn.fault == "refuse" and turn.fault_at == 0 for turn in plan), (
+        "an outage that the question has to wait through"
+    )
+
+
+def test_the_plan_is_the_seeds():
+    again = soak.make_plan(SHORT)
+    assert again == soak.make_plan(SHORT)
+    other = soak.make_plan(soak.SoakOptions(**{**SHORT.__dict__, "seed": 3}))
+    assert [t.fault for t in other] != [t.fault for t in again]
 
 
 def test_short_soak_is_flat_and_loses_nothing():
@@ -67,7 +84,8 @@ def test_short_soak_is_flat_and_loses_nothing():
         "no harness failure",
         "every turn answered",
         "no turn lost",
-        "never in ERROR",
+        "never in ERROR for a network fault",
+        "every black hole noticed",
         "answers match turns",
         "each turn sent once (plus resends)",
         "no client message rejected",
@@ -82,8 +100,14 @@ def test_short_soak_is_flat_and_loses_nothing():
     assert result.turns_answered == SHORT.turns
     assert result.counters["rollovers"] > 0, result.counters
     assert result.counters["lost_turns"] == 0
-    assert result.states_seen.get("error", 0) == 0
+    assert result.turns_server_answered == result.turns_sent == SHORT.turns
+    assert set(result.errors_shown) <= {"error_network"}, result.errors_shown
     assert result.harness["drops"] >= 3, result.harness
+    assert all(result.faults[kind] >= 1 for kind in soak.FAULTS), result.faults
+    assert result.faults["connections_reset"] >= 3, result.faults
+    assert result.proxy["blackholed"] >= 1, result.proxy
+    assert result.counters["liveness_drops"] >= result.faults["blackhole"], result.counters
+    assert result.counters["resent_turns"] >= 3, result.counters
     assert result.end["new_threads"] == 0, result.leftover_threads
     assert result.end["new_fds"] == 0, result.leftover_fds
 
