@@ -145,12 +145,17 @@ class AgentProcess:
             self.proc.send_signal(sig)
             self.proc.wait(10)
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM (a clean shutdown: ``offline`` said), SIGKILL if it hangs; the exit code."""
+    def stop(self, timeout: float = 10.0, *, signalled: bool = False) -> int | None:
+        """SIGTERM (a clean shutdown: ``offline`` said), SIGKILL if it hangs; the exit code.
+
+        ``signalled``: SIGTERM was sent already; only wait (a second one during the
+        shutdown would find Python's default handler back and end it with -15).
+        """
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.terminate()
+            if not signalled:
+                self.proc.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -203,7 +208,7 @@ class Fleet:
             if agent.alive():
                 assert agent.proc is not None
                 agent.proc.terminate()
-        return [agent.stop() for agent in self.agents]
+        return [agent.stop(signalled=True) for agent in self.agents]
 
     def __enter__(self) -> Fleet:
         return self.start()

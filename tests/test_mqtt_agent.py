@@ -399,7 +399,7 @@ def test_sigkill_of_an_agent_process_leaves_offline_by_last_will(broker, ha, tmp
         agent = AgentProcess(tmp_path / "garage", "garage", live.url, broker.port).start()
         try:
             ha.wait_for("pi-agent/garage/availability", lambda m: m.text == "online", timeout=30)
-            wait_until(agent.ready, what="the agent process to be ready")
+            ha.wait_for("pi-agent/garage/state", lambda m: m.json()["state"] == "ready")
             mark = time.monotonic()
             agent.kill(signal.SIGKILL)
             ha.wait_for("pi-agent/garage/availability", lambda m: m.text == "offline", after=mark)
