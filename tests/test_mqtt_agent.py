@@ -177,6 +177,23 @@ def test_the_talk_button_goes_listening_thinking_speaking_ready(broker, ha, serv
     assert subs == ["activityStart", "activityEnd"]  # no microphone: an empty turn
 
 
+def test_mute_from_home_assistant_holds_the_talk_button(broker, ha, server, tmp_path):
+    base = "pi-agent/nursery"
+    with mqtt_agent(server, tmp_path, broker.port, "nursery") as run:
+        run.wait_state(State.READY)
+        ha.wait_for(f"{base}/mute", lambda m: m.text == "OFF")
+        ha.publish(f"{base}/mute/set", "ON")
+        ha.wait_for(f"{base}/mute", lambda m: m.text == "ON")
+        state = ha.wait_for(f"{base}/state", lambda m: m.json()["light"] == "muted").json()
+        assert state["state"] == "ready" and run.agent.muted
+        ha.publish(f"{base}/talk/set", "PRESS")  # ignored while muted
+        mark = time.monotonic()
+        ha.publish(f"{base}/mute/set", "OFF")  # handled after the press: a barrier
+        ha.wait_for(f"{base}/mute", lambda m: m.text == "OFF", after=mark)
+        assert not run.agent.talking and run.agent.turn == 0
+    assert server.messages(kind="realtimeInput") == []
+
+
 @pytest.fixture
 def card(tmp_path):
     with SimulatedSoundCard(tmp_path / "alsa") as sim:
@@ -191,6 +208,7 @@ def test_volume_from_home_assistant_reaches_the_speaker(broker, ha, server, card
     base = "pi-agent/kitchen"
     with mqtt_agent(server, tmp_path, broker.port, "kitchen", audio=audio) as run:
         run.wait_state(State.READY)
+        run.wait(lambda a: a.speaker.state == "ok", what="the speaker to open on the card")
         ha.wait_for(f"{base}/volume", lambda m: m.text == "100")
         ha.publish(f"{base}/volume/set", "60")
         ha.wait_for(f"{base}/volume", lambda m: m.text == "60")
