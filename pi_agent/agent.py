@@ -491,6 +491,9 @@ class Agent(ModelAnswers, LinkEvents, Display, Commands):
 
     def on_session_event(self, session: Any, event: object) -> None:
         """Reader thread: model audio for an expected answer goes straight to the speaker."""
+        recorder = self.parts.recorder
+        if recorder is not None:
+            recorder.received(event)
         if type(event) is protocol.AudioChunk:
             first = self.playback.offer(session, event.pcm)
             if first is not None:
@@ -527,6 +530,8 @@ class Agent(ModelAnswers, LinkEvents, Display, Commands):
 
     def _new_metrics(self) -> None:
         self._metrics = TurnMetrics(self.turn)
+        if self.parts.recorder is not None:
+            self.parts.recorder.begin(self.turn)
         self.metrics = [*self.metrics[-99:], self._metrics]
         self._release_t = self._first_audio_t = None
 

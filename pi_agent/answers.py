@@ -98,6 +98,8 @@ class ModelAnswers:
         if wanted is None:
             self._log_transcripts(unprompted=True)
             return
+        if self.parts.recorder is not None:
+            self.parts.recorder.end(self.turn)
         if not self.answers:
             self.awaiting_since = None
         pending = self._pending

@@ -1,4 +1,4 @@
-"""Microphone and speaker workers, the half-duplex gate, and the chimes.
+"""Microphone and speaker workers, and the half-duplex gate (samples: ``pcm.py``).
 
 * :class:`Microphone` (thread ``pi-agent-mic``) reads the device in 20 ms
   blocks while capturing (100 ms while idle), turns them into 16 kHz s16le
@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import threading
 import time
-from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,24 +32,32 @@ from dataclasses import dataclass
 from .audio_backend import (
     HUB,
     INPUT_RATES,
-    MIC_RATE,
     OUTPUT_RATES,
-    SPEAKER_RATE,
     DeviceFault,
     DeviceInfo,
     DeviceWorker,
-    LossDetector,
-    MicConverter,
     OnState,
-    PaceGuard,
     PortAudioHub,
     Stream,
     find_device,
     list_devices,
-    make_resampler,
 )
 from .config import AudioSettings
 from .errors import AudioDeviceError
+from .pcm import (
+    CHIMES,
+    MIC_RATE,
+    SPEAKER_RATE,
+    LossDetector,
+    MicChunk,
+    MicConverter,
+    PaceGuard,
+    level_dbfs,
+    make_resampler,
+    mix,
+    render_chime,
+    spread,
+)
 from .threads import call_logged
 
 __all__ = [
@@ -76,22 +82,6 @@ PERIOD_MS = 20  #: speaker write size: flush() waits for at most one of these
 MAX_BUFFER_S = 60.0  #: speaker buffer bound: replies arrive faster than real time
 CHIME_GUARD_S = 0.1  #: mic chunks this close to a chime are blanked
 _OVERFLOW_LOG_EVERY_S = 60.0
-
-
-class MicChunk(bytes):
-    """16 kHz s16le mono; ``captured_at`` = ``time.monotonic()`` when its last frame was read.
-
-    A ``bytes`` subclass, so ``on_chunk(pcm)`` stays a one-argument callback and
-    anything that takes bytes takes it; latency metrics read the attribute.
-    """
-
-    captured_at: float = 0.0
-
-    @classmethod
-    def at(cls, pcm: bytes, t: float) -> MicChunk:
-        chunk = cls(pcm)
-        chunk.captured_at = t
-        return chunk
 
 
 # --------------------------------------------------------------------------- microphone
@@ -311,102 +301,6 @@ class Microphone(DeviceWorker):
                     self.blanked += 1
                     chunk = MicChunk.at(bytes(len(pcm)), now)
             call_logged(self._on_chunk, chunk)
-
-
-# --------------------------------------------------------------------------- chimes
-
-#: name -> notes as (frequency Hz or 0 for a rest, milliseconds)
-CHIMES: dict[str, tuple[tuple[float, float], ...]] = {
-    "press": ((660.0, 60), (990.0, 90)),
-    "release": ((990.0, 60), (660.0, 90)),
-    "error": ((330.0, 110), (0.0, 50), (330.0, 110)),
-    "connected": ((523.25, 80), (659.25, 80), (783.99, 120)),
-    "timer": ((880.0, 100), (0.0, 50), (880.0, 100), (1174.66, 120)),
-}
-
-
-_chime_cache: dict[tuple[str, int, float], bytes] = {}
-
-
-def render_chime(name: str, rate: int = SPEAKER_RATE, volume: float = 1.0) -> bytes:
-    """A chime as s16le mono at ``rate``, generated (no files to ship) and cached.
-
-    Plain Python, not numpy: with the default config the chimes are the only
-    thing that would load numpy (see docs/audio.md, "Footprint").
-    """
-    if name not in CHIMES:
-        raise ValueError(f"unknown chime {name!r}; expected one of {', '.join(CHIMES)}")
-    key = (name, rate, volume)
-    pcm = _chime_cache.get(key)
-    if pcm is None:
-        out = array("h")
-        fade = int(rate * 0.005)
-        scale = 0.45 * 32767 * volume
-        for freq, ms in CHIMES[name]:
-            n = int(rate * ms / 1000)
-            if not freq:
-                out.extend(array("h", bytes(2 * n)))
-                continue
-            w = 2 * math.pi * freq / rate
-            for i in range(n):
-                x = math.sin(w * i) + 0.25 * math.sin(3 * w * i)
-                edge = min(i, n - 1 - i)  # a 5 ms linear fade in and out: no click
-                if edge < fade:
-                    x *= edge / (fade - 1)
-                out.append(max(-32768, min(32767, round(x * scale))))
-        if sys.byteorder != "little":
-            out.byteswap()
-        pcm = _chime_cache[key] = out.tobytes()
-    return pcm
-
-
-def _spread(pcm: bytes, channels: int) -> bytes:
-    """Mono s16le -> the same samples on every channel (interleaved)."""
-    np = sys.modules.get("numpy")
-    if np is not None:  # loaded anyway (a resampler): twice as fast
-        return np.repeat(np.frombuffer(pcm, "<i2"), channels).tobytes()
-    mono = array("h", pcm)
-    out = array("h", bytes(len(pcm) * channels))
-    for ch in range(channels):
-        out[ch::channels] = mono
-    return out.tobytes()
-
-
-def _mix(turn: bytes, chime: bytes, volume: float) -> bytes:
-    """Turn audio plus a chime (either may be empty or shorter), times volume, clipped.
-
-    numpy when it is loaded anyway (a volume below 1 loads it), else plain
-    Python: a chime over a reply is rare and lasts a few writes.
-    """
-    if volume == 1.0 and "numpy" not in sys.modules:
-        return _mix_py(turn, chime)
-    return _mix_np(turn, chime, volume)
-
-
-def _mix_py(turn: bytes, chime: bytes) -> bytes:
-    a, b = array("h", turn), array("h", chime)
-    if sys.byteorder != "little":
-        a.byteswap()
-        b.byteswap()
-    if len(a) < len(b):
-        a, b = b, a
-    for i, v in enumerate(b):
-        a[i] = max(-32768, min(32767, a[i] + v))
-    if sys.byteorder != "little":
-        a.byteswap()
-    return a.tobytes()
-
-
-def _mix_np(turn: bytes, chime: bytes, volume: float) -> bytes:
-    import numpy as np
-
-    n = max(len(turn), len(chime)) // 2
-    x = np.zeros(n, dtype=np.float32)
-    x[: len(turn) // 2] += np.frombuffer(turn, "<i2")
-    x[: len(chime) // 2] += np.frombuffer(chime, "<i2")
-    if volume != 1.0:
-        x *= volume
-    return np.clip(np.rint(x), -32768, 32767).astype("<i2").tobytes()
 
 
 # --------------------------------------------------------------------------- speaker
@@ -762,13 +656,13 @@ class Speaker(DeviceWorker):
             with self._cond:
                 left = len(self._chime) / 2 / stream.rate + stream.latency
                 self._chime_until = max(self._chime_until, time.monotonic() + left)
-            out = _mix(turn, chime, volume) if turn or volume != 1.0 else chime
+            out = mix(turn, chime, volume) if turn or volume != 1.0 else chime
         elif volume != 1.0:
-            out = _mix(turn, b"", volume)
+            out = mix(turn, b"", volume)
         else:
             out = turn  # the common case: the server's bytes, untouched
         if stream.channels > 1:
-            out = _spread(out, stream.channels)
+            out = spread(out, stream.channels)
         if not stream.is_running:
             stream.start()
             self._play_end = -math.inf
@@ -897,11 +791,7 @@ def measure_input(settings: AudioSettings, seconds: float = 2.0) -> InputLevel:
         mic.stop_capture()
     finally:
         mic.stop()
-    x = array("h", b"".join(chunks))
-    if sys.byteorder != "little":
-        x.byteswap()
-    rms = math.sqrt(sum(v * v for v in x) / len(x)) if len(x) else 0.0
-    dbfs = 20 * math.log10(rms / 32768) if rms > 0 else -120.0
+    dbfs = level_dbfs(b"".join(chunks))
     return InputLevel(mic.device_name or "?", mic.device_rate or 0, dbfs, mic.overflows)
 
 

@@ -51,6 +51,8 @@ class LinkEvents:
             self.link.rollover_pending = True
             return
         old = self.link.adopt(session, event.handle, event.credentials)
+        if self.parts.recorder is not None:
+            session.on_sent = self.parts.recorder.sent
         if old is not None:
             self.counters["rollovers"] += 1
             old.close()
@@ -75,6 +77,7 @@ class LinkEvents:
         resent = self.uplink.attach(session, resend=True)
         if resent is not None:
             self.counters["resent_turns"] += 1
+            self._transcript = {"user": [], "model": []}  # the cut-off answer is said again
             if resent.ended:
                 self._expect_answer(self._clock())
 

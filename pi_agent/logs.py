@@ -179,4 +179,17 @@ def setup_logging(level: str | int = "INFO", stream: TextIO | None = None) -> lo
     handler._pi_agent = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level if isinstance(level, int) else level.upper())
+    threading.excepthook = _log_thread_crash  # a crash in any thread goes through redaction
     return handler
+
+
+def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
+    """Uncaught exceptions in threads: logged (so redacted), never printed raw to stderr."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    logging.getLogger("pi_agent").error(
+        "uncaught exception in %s",
+        name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )

@@ -123,6 +123,7 @@ class Parts:
     observers: list[Callable[[dict], None]] = field(default_factory=list)
     extras: list[Any] = field(default_factory=list)  # bridges with start()/stop()
     timers: Any = None  # pi_agent.timers.Timers when timers are enabled
+    recorder: Any = None  # pi_agent.recorder.TurnRecorder with agent.debug_recording_dir
 
     def start(self) -> None:
         self.speaker.start()
@@ -177,6 +178,8 @@ class Parts:
         except Exception:
             log.exception("could not restore safe GPIO state")
             clean = False
+        if self.recorder is not None:
+            self.recorder.close()
         try:
             self.devices.close()
         except Exception:
@@ -203,7 +206,8 @@ def build_parts(
     notifier: Any = None,
 ) -> Parts:
     """Build every part the config asks for (a failure part-way closes what was built)."""
-    from .devices import Devices, PushToTalk, StatusLight, make_pin_factory
+    from .devices import Devices, PushToTalk, make_pin_factory
+    from .light import StatusLight
     from .systemd import Notifier, ReadyGate, Watchdog
     from .tools import ToolBox, ToolRunner
 
@@ -264,6 +268,12 @@ def build_parts(
         extras=extras,
         timers=timers,
     )
+    if config.agent.debug_recording_dir:
+        from .recorder import TurnRecorder
+
+        parts.recorder = TurnRecorder(
+            config.agent.debug_recording_dir, max_turns=config.agent.debug_recording_max_turns
+        )
     parts_ref.append(parts)
     return parts
 

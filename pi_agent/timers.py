@@ -39,29 +39,23 @@ again could help::
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import json
 import logging
-import math
 import os
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from datetime import time as dtime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from .config import TimerSettings
 from .threads import Worker, call_logged
+from .timer_store import KINDS, Kind, Timer, is_number, read_state, write_state
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["timer", "alarm", "reminder"]
-KINDS: tuple[str, ...] = ("timer", "alarm", "reminder")
 TOOL_NAMES: tuple[str, ...] = (
     "set_timer",
     "set_alarm",
@@ -71,24 +65,11 @@ TOOL_NAMES: tuple[str, ...] = (
 )
 MAX_WAIT_S = 60.0  # longest sleep of the worker: a wall-clock step is noticed this soon
 MIN_DURATION_S = 1.0
-STATE_VERSION = 1
 _UNITS = {"hours": 3600.0, "minutes": 60.0, "seconds": 1.0}
 _TIME_OF_DAY = re.compile(
     r"\s*(\d{1,2})(?:[:.h](\d{2}))?(?::(\d{2}))?\s*(?:([ap])\.?\s*m\.?)?\s*", re.IGNORECASE
 )
 _ALL = frozenset({"all", "*", "everything"})
-
-
-@dataclass(frozen=True)
-class Timer:
-    """One pending timer, alarm or reminder (for a reminder, ``label`` is what to say)."""
-
-    id: str
-    kind: Kind
-    label: str
-    due: float  # epoch seconds, wall clock
-    created: float  # epoch seconds, wall clock
-    duration_s: float | None  # what was asked for; None for a time of day
 
 
 # --------------------------------------------------------------------------- results
@@ -530,7 +511,7 @@ class Timers(Worker):
             value = args.get(unit)
             if value is None:
                 continue
-            if not _is_number(value) or value < 0:
+            if not is_number(value) or value < 0:
                 raise _Refused(
                     f"argument {unit!r} of {tool} must be a number of at least 0, not {value!r}",
                     allowed_range={"min": 0, "max": round(limit / size, 3), "unit": unit},
@@ -672,25 +653,8 @@ class Timers(Worker):
     def _save(self) -> bool:
         """Write the state file atomically; False (and a log line) if it failed."""
         path = self.state_path
-        tmp = path.with_name(path.name + ".tmp")
-        state = {
-            "version": STATE_VERSION,
-            "next_id": self._next_id,
-            "timers": [dataclasses.asdict(t) for t in self._sorted_locked()],
-        }
-        data = json.dumps(state, indent=1, ensure_ascii=False).encode("utf-8")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            write_state(path, self._next_id, self._sorted_locked())
         except OSError as exc:
             if not self._save_failed:
                 log.error("timers: cannot save %s: %s; changes live in memory only", path, exc)
@@ -702,66 +666,10 @@ class Timers(Worker):
         return True
 
     def _load(self) -> None:
-        path = self.state_path
-        tmp = path.with_name(path.name + ".tmp")
-        if tmp.exists():  # a crash between write and rename: the real file is intact
-            log.info("timers: ignoring %s left by an interrupted save", tmp)
-            _unlink(tmp)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            self._set_aside(f"cannot read it: {exc.strerror or exc}")
-            return
-        try:
-            state = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            self._set_aside(f"not valid JSON: {exc}")
-            return
-        if not isinstance(state, dict) or not isinstance(state.get("timers"), list):
-            self._set_aside("not a timers file (no 'timers' list)")
-            return
-        if state.get("version") != STATE_VERSION:
-            self._set_aside(f"unknown version {state.get('version')!r}")
-            return
-        problems = []
-        for i, entry in enumerate(state["timers"]):
-            try:
-                timer = _timer_from(entry)
-            except ValueError as exc:
-                problems.append(f"timers[{i}]: {exc}")
-                continue
-            if timer.id in self._timers:
-                problems.append(f"timers[{i}]: id {timer.id!r} appears twice")
-                continue
-            self._timers[timer.id] = timer
-        numbers = [int(t.id[1:]) for t in self._timers.values() if t.id[1:].isdigit()]
-        next_id = state.get("next_id")
-        if not isinstance(next_id, int) or isinstance(next_id, bool):
-            next_id = 1
-        self._next_id = max([next_id, *(n + 1 for n in numbers)])
-        if problems:
-            kept = len(self._timers)
-            self._set_aside(f"{'; '.join(problems)} (kept the {kept} valid entries)")
+        timers, self._next_id, rewrite = read_state(self.state_path, self._clock)
+        self._timers.update(timers)
+        if rewrite:
             self._save()
-        log.info("timers: %d pending from %s", len(self._timers), path)
-
-    def _set_aside(self, why: str) -> None:
-        """Report a bad state file and move it out of the way, keeping it for a person."""
-        path = self.state_path
-        stamp = datetime.fromtimestamp(self._clock(), UTC).strftime("%Y%m%dT%H%M%SZ")
-        target = path.with_name(f"{path.name}.corrupt-{stamp}")
-        n = 1
-        while target.exists():
-            target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-            n += 1
-        try:
-            os.rename(path, target)
-            done = f"moved it to {target.name}"
-        except OSError as exc:
-            done = f"could not move it aside ({exc.strerror or exc}); starting without it"
-        log.warning("timers: state file %s is unusable (%s); %s", path, why, done)
 
     # -- worker thread
 
@@ -792,51 +700,9 @@ class Timers(Worker):
                     self._cond.wait(delay)
 
 
-def _timer_from(entry: Any) -> Timer:
-    """A Timer from its JSON form; ValueError names what is wrong."""
-    if not isinstance(entry, dict):
-        raise ValueError(f"must be an object, not {type(entry).__name__}")
-    missing = sorted({f.name for f in dataclasses.fields(Timer)} - set(entry))
-    if missing:
-        raise ValueError(f"missing {', '.join(missing)}")
-    checks = {
-        "id": lambda v: isinstance(v, str) and bool(v),
-        "kind": lambda v: v in KINDS,
-        "label": lambda v: isinstance(v, str),
-        "due": _is_number,
-        "created": _is_number,
-        "duration_s": lambda v: v is None or _is_number(v),
-    }
-    for key, good in checks.items():
-        if not good(entry[key]):
-            raise ValueError(f"bad {key} {entry[key]!r}")
-    return Timer(**{key: entry[key] for key in checks})
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _name(timer: Timer) -> str:
     """``timer t3 (pasta)`` for the log."""
     return f"{timer.kind} {timer.id} ({timer.label or 'no label'})"
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable: fsync the directory (not possible everywhere, e.g. Windows)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except OSError as exc:
-        log.warning("timers: cannot remove %s: %s", path, exc.strerror or exc)
 
 
 __all__ = [

@@ -637,8 +637,7 @@ class Soak:
             self.card.wait_spoken(timeout)
         else:
             # No microphone (audio.backend none): hand the agent what its Microphone would,
-            # 120 ms of 16 kHz speech in 40 ms chunks. A press/release turn with no words at
-            # all is not resent after a drop (tests/test_soak.py shows that bug).
+            # 120 ms of 16 kHz speech in 40 ms chunks.
             speech = tone(120, rate=16000, freq=300.0)
             for i in range(0, len(speech), 1280):
                 feed_mic(agent, speech[i : i + 1280])

@@ -230,3 +230,32 @@ def test_agent_hands_free_streams_with_the_half_duplex_gate(server, card, tmp_pa
         m.t for m in server.messages(sub="audio") if first_reply + 0.15 < m.t < drained + 0.4 - 0.1
     ]
     assert during == [], "no mic audio while the speaker plays and for the tail"
+
+
+def test_agent_debug_recording_of_one_turn(server, card, tmp_path, phrase):
+    """agent.debug_recording_dir: what was sent and heard, as WAV files, and the messages."""
+    import json
+    import wave
+
+    reply = Reply(text="Recorded.", pace=0)
+    server.replies.append(reply)
+    config = audio_config(server, tmp_path)
+    agent = config.agent.__class__(
+        **{**config.agent.__dict__, "debug_recording_dir": str(tmp_path / "rec")}
+    )
+    config = config.__class__(**{**config.__dict__, "agent": agent})
+    with RunningAgent(config) as run:
+        run.wait_state(State.READY)
+        speak_turn(run, card, phrase)
+        run.wait(turn_finished(server, 1), what="the answer")
+        sent_bytes = run.agent.metrics[-1].speech_bytes
+    (turn_dir,) = sorted((tmp_path / "rec").iterdir())
+    with wave.open(str(turn_dir / "sent.wav")) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2)
+        assert w.getnframes() * 2 == sent_bytes
+    with wave.open(str(turn_dir / "received.wav")) as w:
+        assert w.getframerate() == 24000
+        assert w.getnframes() * 2 == len(reply.pcm())
+    messages = json.loads((turn_dir / "messages.json").read_text())
+    assert any(m["dir"] == "sent" for m in messages)
+    assert FAKE_KEY not in (turn_dir / "messages.json").read_text()

@@ -27,8 +27,6 @@ from pi_agent.audio import (
     MicChunk,
     Microphone,
     Speaker,
-    _mix_np,
-    _mix_py,
     measure_input,
     play_test_tone,
     render_chime,
@@ -36,14 +34,13 @@ from pi_agent.audio import (
 from pi_agent.audio_backend import (
     HUB,
     DeviceNotFound,
-    MicConverter,
-    PaceGuard,
     Stream,
     find_device,
     list_devices,
 )
 from pi_agent.config import AudioSettings, ChimeSettings
 from pi_agent.errors import AudioDeviceError
+from pi_agent.pcm import MicConverter, PaceGuard, mix_np, mix_py
 from pi_agent.sim.alsa import SimPcm, SimulatedSoundCard
 from pi_agent.sim.speech import synthesize, tone
 
@@ -556,7 +553,7 @@ def test_chime_mixing_without_numpy_matches_numpy(turn, chime):
         -32768,
         32767,
     )
-    assert _mix_py(a, b) == _mix_np(a, b, 1.0) == expected.astype("<i2").tobytes()
+    assert mix_py(a, b) == mix_np(a, b, 1.0) == expected.astype("<i2").tobytes()
 
 
 def test_a_chime_during_a_reply_is_mixed_in_exactly(card, run):
@@ -819,6 +816,7 @@ silence_native_noise()
 import pyaudio
 pa = pyaudio.PyAudio()
 s = pa.open(format=pyaudio.paInt16, channels=1, rate=16000, input=True, frames_per_buffer=320)
+print("reading", flush=True)
 sys.stdout.buffer.write(s.read(16000 * 2, exception_on_overflow=False))  # 2 s in one read
 s.close(); pa.terminate()
 """
@@ -828,6 +826,7 @@ s.close(); pa.terminate()
         cwd=Path(__file__).resolve().parent.parent,
         pass_fds=card.pass_fds,
     )
+    assert child.stdout.readline() == b"reading\n"
     card.speak(signal)
     out, _ = child.communicate(timeout=30)
     assert child.returncode == 0

@@ -74,23 +74,7 @@ def test_service_ready_status_watchdog_and_sigterm(server, tmp_path):
         watchdogs = read_notifications(sock, "WATCHDOG=1")
         assert watchdogs
         # The control socket works in the real process, too.
-        ctl = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pi_agent",
-                "ctl",
-                "--socket",
-                str(tmp_path / "control.sock"),
-                "status",
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            env=env,
-        )
-        assert ctl.returncode == 0 and '"state": "ready"' in ctl.stdout
+        assert _ctl_status(tmp_path, env)["state"] == "ready"
         sent_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         read_notifications(sock, "STOPPING=1")

@@ -1,4 +1,4 @@
-"""The soak (scripts/soak.py) in its short form, and the product bugs soaking found.
+"""The soak (scripts/soak.py) in its short form, and the product bugs soaking found (fixed).
 
 The short soak runs the same :class:`Soak` as ``scripts/soak``: a real Agent against the fake
 server with goAway every 1.5 s, dropped connections, malformed messages and tool calls on the
@@ -113,10 +113,12 @@ def test_short_soak_is_flat_and_loses_nothing():
 
 
 # --------------------------------------------------------------------------- product bugs
+# Each was found by the soak against the old agent and is fixed in the new core; the tests
+# stay so that it remains fixed. Names in the docstrings are the old agent's.
 
 
 def test_press_release_turn_without_audio_is_answered_after_a_drop(server, tmp_path):
-    """BUG: a push-to-talk turn with no mic audio vanishes when the connection drops.
+    """Was a bug: a push-to-talk turn with no mic audio vanishes when the connection drops.
 
     With ``audio.backend: none`` (or a missing/failed microphone) a press/release turn has
     no chunks and no text. ``Agent._flush_offline_work`` returns early for such a turn, so it
@@ -159,7 +161,7 @@ def card(tmp_path):
 
 
 def test_go_away_while_the_answer_is_still_playing_rolls_over(server, card, tmp_path):
-    """BUG: a goAway that comes while a finished answer is still playing is never acted on.
+    """Was a bug: a goAway that comes while a finished answer is still playing is never acted on.
 
     The model's audio arrives faster than real time, so ``turnComplete`` (and the new handle)
     come while the speaker still plays and the agent is SPEAKING. ``_on_go_away`` then only
@@ -192,7 +194,7 @@ def test_go_away_while_the_answer_is_still_playing_rolls_over(server, card, tmp_
 
 
 def test_tool_still_running_when_the_turn_is_resent_is_answered_properly(server, tmp_path):
-    """BUG: the model re-asks a call that is still running -> no answer, then a stale id.
+    """Was a bug: the model re-asks a call that is still running -> no answer, then a stale id.
 
     A drop while a tool runs: the turn is resent and the model asks for the same call again.
     ``_on_tool_call`` finds the key in ``pending.tool_results``, but its value is still the
@@ -240,7 +242,7 @@ def lamp_toggled_once(run: RunningAgent) -> bool:
 
 
 def test_malformed_server_messages_are_counted(server, tmp_path):
-    """BUG (minor): ``counters["malformed"]`` (in ``pi-agent ctl status``) never moves.
+    """Was a bug (minor): ``counters["malformed"]`` (in ``pi-agent ctl status``) never moves.
 
     The session skips a message that is not JSON with a warning, but nothing tells the agent,
     so the counter it declares and reports stays 0 (the soak sends 20 and reads 0).
