@@ -8,6 +8,7 @@ API key.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
@@ -128,7 +129,7 @@ class Checker:
         steps: list[Callable[[], None]] = [self.check_key, self.check_audio, self.check_gpio]
         steps.append(self.check_camera)
         if not skip_network:
-            steps += [self.check_network, self.check_setup]
+            steps += [self.check_network, self.check_setup, self.check_mqtt]
         with _captured() as (capture, caught):
             for step in steps:
                 first = len(self.results)
@@ -342,6 +343,65 @@ class Checker:
         took = (time.monotonic() - started) * 1000
         session.close()
         self.report(PASS, "live setup", f"setupComplete from {live.model} in {took:.0f} ms")
+
+    # ------------------------------------------------------------ mqtt
+
+    def check_mqtt(self) -> None:
+        """Home Assistant's broker (only with ``mqtt.enabled``): can this agent log in?"""
+        settings = self.config.mqtt
+        if not settings.enabled:
+            return
+        from . import mqtt
+
+        if mqtt.paho is None:
+            fix = "pip install 'pi-agent[mqtt]', or set mqtt.enabled: false"
+            self.report(FAIL, "mqtt", "mqtt.enabled is true but paho-mqtt is not installed", fix)
+            return
+        try:
+            password = mqtt.mqtt_password(settings, self.environ)
+        except ConfigError as exc:
+            fix = "put the broker password on the first line of that file (docs/home-assistant.md)"
+            self.report(FAIL, "mqtt", "; ".join(exc.problems), fix)
+            return
+        ok, line = mqtt.check_broker(settings, password, timeout=MQTT_TIMEOUT_S)
+        if not ok:
+            self.report(FAIL, "mqtt", *_split_fix(line))
+            return
+        if password is not None and not settings.tls.enabled and not _local(settings.host):
+            self.report(
+                WARN,
+                "mqtt",
+                f"{line}; the password crosses the network unencrypted",
+                "set mqtt.tls.enabled: true and mqtt.port: 8883 (docs/home-assistant.md, TLS)",
+            )
+            return
+        self.report(PASS, "mqtt", line)
+
+
+MQTT_TIMEOUT_S = 5.0
+_BROKER_LOG = (
+    "read the broker's log (the Mosquitto add-on: Settings > Add-ons > Mosquitto broker > Log)"
+)
+
+
+def _split_fix(line: str) -> tuple[str, str]:
+    """``check_broker``'s one line ("what; fix") as (detail, fix); every FAIL gets a fix."""
+    detail, sep, fix = line.rpartition("; ")
+    if sep:
+        return detail, fix
+    if line.startswith("mqtt."):  # a config key that cannot be used, named in the line
+        return line, "correct that setting in the config"
+    return line, _BROKER_LOG
+
+
+def _local(host: str) -> bool:
+    """Loopback: a broker on this Pi, where a plain connection never leaves the machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _setup_fix(exc: SessionError) -> str:

@@ -452,10 +452,16 @@ class MqttBridge(Worker):
             log.exception("mqtt: the agent did not take %s", request.get("cmd"))
 
     def _replied(self, request: dict, reply: dict) -> None:
+        cmd = request["cmd"]
         if isinstance(reply, dict) and reply.get("ok") is False:
-            log.warning("mqtt: %s refused by the agent: %s", request["cmd"], reply.get("error"))
+            log.warning("mqtt: %s refused by the agent: %s", cmd, reply.get("error"))
+            # Home Assistant shows a control at what it sent until told otherwise: tell it.
+            t = self.topics
+            topic = {"volume": t.volume, "mute": t.mute, "unmute": t.mute}.get(cmd)
+            if topic is not None and topic in self._retained:
+                self._send(topic, self._retained[topic], retain=True)
         else:
-            log.info("mqtt: %s done", request["cmd"])
+            log.info("mqtt: %s done", cmd)
 
     # -- agent -> Home Assistant
 
@@ -511,8 +517,15 @@ class MqttBridge(Worker):
         audio = status.get("audio")
         if isinstance(audio, dict):
             self._volume(audio.get("volume"))
-        if isinstance(status.get("last_turn"), dict):
-            self._observe({"event": "turn", **status["last_turn"]})
+        last = status.get("last_turn")
+        if isinstance(last, dict):  # its metrics, as a "turn" observation carries them
+            counters = status.get("counters") if isinstance(status.get("counters"), dict) else {}
+            usage = {
+                k: counters.get(k) for k in ("prompt_tokens", "response_tokens", "total_tokens")
+            }
+            self._observe(
+                {"event": "turn", "turn": last.get("turn"), "metrics": last, "usage": usage}
+            )
         devices = status.get("devices")
         for name, state in (devices if isinstance(devices, dict) else {}).items():
             self._observe({"event": "device", "name": name, "state": state})

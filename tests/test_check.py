@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from pathlib import Path
 
 import pytest
 from gpiozero import LED
@@ -260,3 +261,115 @@ def test_check_key_file_mode(tmp_path, factory, mode, status):
         assert f"mode {mode:04o}" in results["api key"].detail
         assert results["api key"].fix == f"chmod 600 {key_file}"
     assert FAKE_KEY not in text
+
+
+# --------------------------------------------------------------------------- mqtt
+
+MQTT_PASSWORD = "check-broker-pass-51c2"  # a throwaway for the test broker
+
+
+def _mqtt_check(mqtt, environ=None):
+    """Only the broker check: PASS/WARN/FAIL and what was printed."""
+    out = io.StringIO()
+    config = parse_config({"audio": {"backend": "none"}, "mqtt": {"enabled": True, **mqtt}})
+    checker = Checker(config, environ=environ or {}, out=out)
+    checker.check_mqtt()
+    return out.getvalue(), {r.name: r for r in checker.results}
+
+
+def _lan_address() -> str:
+    """This machine's address on its network (not loopback), for a broker reached over it."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))  # TEST-NET: no packet is sent for a UDP connect
+        except OSError:
+            pytest.skip("this machine has no network address besides loopback")
+        return sock.getsockname()[0]
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """mosquitto with a login, on loopback and on this machine's network address."""
+    from .broker import Broker, free_port
+
+    b = Broker(tmp_path_factory.mktemp("mosquitto"), users={"kitchen": MQTT_PASSWORD})
+    b.lan, b.lan_port = _lan_address(), free_port()
+    with open(b.conf, "a") as conf:
+        conf.write(f"listener {b.lan_port} {b.lan}\n")
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def password_file(tmp_path):
+    path = tmp_path / "mqtt-password"
+    path.write_text(MQTT_PASSWORD + "\n")
+    return str(path)
+
+
+def test_check_mqtt_logs_in_to_the_broker(broker, password_file):
+    text, results = _mqtt_check(
+        {"port": broker.port, "host": "127.0.0.1", "username": "kitchen", "device_id": "k1"},
+        environ={"CREDENTIALS_DIRECTORY": str(Path(password_file).parent)},
+    )
+    assert results["mqtt"].status == "PASS", text
+    assert text == f"PASS  mqtt: logged in to 127.0.0.1:{broker.port} as kitchen; device id k1\n"
+    assert MQTT_PASSWORD not in text
+
+
+def test_check_mqtt_warns_when_the_password_crosses_the_network_in_clear(broker, password_file):
+    mqtt = {"host": broker.lan, "port": broker.lan_port, "username": "kitchen"}
+    text, results = _mqtt_check({**mqtt, "password_file": password_file})
+    assert results["mqtt"].status == "WARN", text
+    assert "unencrypted" in results["mqtt"].detail and "mqtt.tls.enabled" in results["mqtt"].fix
+    assert MQTT_PASSWORD not in text
+
+
+def test_check_mqtt_fails_with_the_fix(broker, password_file, tmp_path):
+    from .broker import free_port
+
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password\n")
+    login = {"host": "127.0.0.1", "port": broker.port, "username": "kitchen"}
+    text, results = _mqtt_check({**login, "password_file": str(wrong)})
+    assert results["mqtt"].status == "FAIL"
+    assert results["mqtt"].detail.startswith("the broker refused the login")
+    assert "mqtt.password_file" in results["mqtt"].fix and "fix: check mqtt.username" in text
+    assert "not-the-password" not in text
+
+    port = free_port()
+    _text, results = _mqtt_check({"host": "127.0.0.1", "port": port})
+    assert results["mqtt"].status == "FAIL"
+    assert results["mqtt"].detail.startswith(f"cannot reach 127.0.0.1:{port}")
+    assert "mqtt.host and mqtt.port" in results["mqtt"].fix
+
+    _text, results = _mqtt_check({**login, "password_file": str(tmp_path / "missing")})
+    assert results["mqtt"].status == "FAIL" and "mqtt.password_file" in results["mqtt"].detail
+
+    missing_ca = {"enabled": True, "ca_file": str(tmp_path / "ca.pem")}
+    _text, results = _mqtt_check({**login, "password_file": password_file, "tls": missing_ca})
+    assert results["mqtt"].status == "FAIL" and "mqtt.tls.ca_file" in results["mqtt"].detail
+    assert results["mqtt"].fix
+
+
+def test_check_mqtt_is_a_network_check_and_silent_when_off(server, factory, monkeypatch):
+    from .broker import free_port
+
+    off = make_config(server, audio={"backend": "none"}, camera={"backend": "none"})
+    _code, text, results = run_check(off, factory)
+    assert "mqtt" not in results and "mqtt" not in text
+    port = free_port()
+    on = make_config(
+        server,
+        audio={"backend": "none"},
+        camera={"backend": "none"},
+        mqtt={"enabled": True, "host": "127.0.0.1", "port": port},
+    )
+    code, text, results = run_check(on, factory)
+    assert code == 1 and results["mqtt"].status == "FAIL", text
+    assert text.splitlines()[-1].endswith("1 failed")
+    _code, text, results = _offline(on, factory)  # --offline: no network, no broker
+    assert "mqtt" not in results
