@@ -261,25 +261,30 @@ class Agent(ModelAnswers, LinkEvents, Display, Commands):
         return self._shutdown()
 
     def step(self, event: object | None) -> None:
-        """Handle one event (None: time passed), then deadlines, connecting and the display."""
-        if event is not None:
-            handler = self._handlers.get(type(event))
-            try:
-                if handler is None:
-                    log.error("no handler for %r", type(event).__name__)
-                else:
-                    handler(event)
-            except Exception:
-                log.exception("agent failed handling %s; carrying on", type(event).__name__)
-        try:
-            self._check_deadlines()
-            self._maybe_connect()
-        except Exception:
-            log.exception("agent failed checking its deadlines; carrying on")
-        self._refresh()
-        self.parts.watchdog.tick()
-        self.parts.ready_gate.tick()
+        """Handle one event (None: time passed), then deadlines, connecting and the display.
+
+        Runs under ``_changed``'s lock (uncontended but for ``wait_until``), so a test or
+        the demo waiting on the agent always sees the state between two events, never
+        half-way through one.
+        """
         with self._changed:
+            if event is not None:
+                handler = self._handlers.get(type(event))
+                try:
+                    if handler is None:
+                        log.error("no handler for %r", type(event).__name__)
+                    else:
+                        handler(event)
+                except Exception:
+                    log.exception("agent failed handling %s; carrying on", type(event).__name__)
+            try:
+                self._check_deadlines()
+                self._maybe_connect()
+            except Exception:
+                log.exception("agent failed checking its deadlines; carrying on")
+            self._refresh()
+            self.parts.watchdog.tick()
+            self.parts.ready_gate.tick()
             self._changed.notify_all()
 
     def _wait_s(self) -> float | None:

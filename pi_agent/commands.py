@@ -86,6 +86,7 @@ class Commands:
         self._drop_previous_turn()
         now = self._release_t = self._clock()
         log.info("turn %d you (%s): %s", self.turn, source, escape(text, 2000))
+        self._transcript["user"].append(text)
         turn = PendingTurn(self.turn, text=text, ended=True, ended_at=now, started_at=now)
         if self.uplink.say(turn):
             self._expect_answer(now)

@@ -104,8 +104,9 @@ def _number(schema: dict[str, Any], fraction: float, *, integer: bool, path: str
         if first > last:
             raise ValueError(f"{path}: no whole number between {low:g} and {high:g}")
         return first + round(fraction * (last - first))
-    value = round(low + fraction * (high - low), 2)
-    return value if low <= value <= high else low + fraction * (high - low)
+    # The ends only: a PWM level's schema says 0..max, but what the device allows may be
+    # "0 (off) or min..max", which a schema cannot express; both ends are always valid.
+    return high if fraction >= 0.5 else low
 
 
 def spoken(args: dict[str, Any]) -> str:

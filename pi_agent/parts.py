@@ -298,7 +298,7 @@ def _build_timers(config: Config, toolbox: Any, put: Callable[[object], None]) -
 
 
 def _build_mqtt(config: Config, devices: Any, runner: Any, put: Callable[[object], None]) -> Any:
-    """The Home Assistant bridge (imported only when enabled: paho costs ~8 MB)."""
+    """The Home Assistant bridge (imported only when enabled; measured in BENCHMARKS.md)."""
     from . import __version__
     from .errors import ConfigError
 

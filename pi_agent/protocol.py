@@ -749,15 +749,16 @@ def _parse(message: dict[str, Any]) -> list[ServerEvent]:
         events.append(_resumption(update))
     usage = _object(_get(message, "usageMetadata"), "usageMetadata")
     if usage is not None:
-        events.append(
-            Usage(
-                _count(usage, "promptTokenCount"),
-                _count(usage, "responseTokenCount"),
-                _count(usage, "totalTokenCount"),
-                _count(usage, "thoughtsTokenCount"),
-                _count(usage, "toolUsePromptTokenCount"),
-            )
+        counted = Usage(
+            _count(usage, "promptTokenCount"),
+            _count(usage, "responseTokenCount"),
+            _count(usage, "totalTokenCount"),
+            _count(usage, "thoughtsTokenCount"),
+            _count(usage, "toolUsePromptTokenCount"),
         )
+        # Before a turnComplete in the same message: the turn's figures include its usage.
+        at = next((i for i, e in enumerate(events) if isinstance(e, TurnComplete)), len(events))
+        events.insert(at, counted)
     if log.isEnabledFor(logging.DEBUG):
         unknown = [k for k in message if k not in _KNOWN_TOP and _camel(k) not in _KNOWN_TOP]
         if unknown:

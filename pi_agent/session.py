@@ -527,7 +527,7 @@ class LiveSession:
                 self._closing = True
                 self._cond.notify_all()
             self._abort_socket()
-            if self._writer is not None:
+            if self._writer is not None and self._writer.ident is not None:
                 self._writer.join(3.0)
             self._abort_socket(release=True)
             self.closed.set()

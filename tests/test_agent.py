@@ -60,7 +60,13 @@ def test_agent_typed_turn_and_transcripts(server, tmp_path, caplog):
     with RunningAgent(agent_config(server, tmp_path)) as run:
         run.wait_state(State.READY)
         reply = send_command(str(tmp_path / "control.sock"), {"cmd": "say", "text": "time?"})
-        assert reply == {"ok": True, "turn": 1, "you": "", "gemini": "It is noon.", "tools": []}
+        assert reply == {
+            "ok": True,
+            "turn": 1,
+            "you": "time?",
+            "gemini": "It is noon.",
+            "tools": [],
+        }
         run.wait(lambda a: a.state is State.READY and a.turn == 1 and a.handle, what="turn done")
     assert subs(server) == ["activityStart", "text", "activityEnd"]
     assert "turn 1 you (typed): time?" in caplog.text

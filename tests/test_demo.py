@@ -160,14 +160,14 @@ def test_demo_runs_the_given_config_and_its_tools_move_the_mock_pins(tmp_path, m
     assert "\r" not in text and "\x1b" not in text  # --script: plain lines only
     # ITS tools (not the kitchen's), called with arguments from their schemas
     assert 'tool call set_lamp {"on": true}' in text
-    assert 'tool call dim_strip {"value": 0.4}' in text  # 0..0.8, a point inside
+    assert 'tool call dim_strip {"value": 0.8}' in text  # the top of its 0..0.8
     assert "set_lamp" in text and "kitchen" not in text
     assert "demo: done (2 turns, 2 tool calls)" in text
-    # the pins moved: the relay (active_high: false) went low, the strip's PWM to 0.4
+    # the pins moved: the relay (active_high: false) went low, the strip's PWM to 0.8
     lamp, strip = factory.pin(23), factory.pin(12)
     # off (high) at start, on (low) by set_lamp, off again (safe: 0) when the demo stops
     assert [float(s.state) for s in lamp.states[1:4]] == [1.0, 0.0, 1.0], lamp.states
-    assert any(abs(state.state - 0.4) < 1e-6 for state in strip.states), strip.states
+    assert any(abs(state.state - 0.8) < 1e-6 for state in strip.states), strip.states
     assert (tmp_path / "pi-agent-demo.wav").stat().st_size > 44
     assert text.index("will be written to") < text.index("[ready]")
     assert "latency figures are not meaningful" in text and "ms after release" not in text

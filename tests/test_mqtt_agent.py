@@ -261,11 +261,6 @@ def test_say_from_home_assistant_brings_the_answer_and_tool_events(broker, ha, s
     assert "switch the lamp on" in texts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent core: a typed turn's text is not published as the user's transcript "
-    "(commands.py _say never adds it to the turn's transcript; `say` answers 'you': '')",
-)
 def test_say_from_home_assistant_brings_the_users_transcript_too(broker, ha, server, tmp_path):
     server.replies.append(Reply(text="It is noon.", input_transcription=""))  # as Gemini does
     base = "pi-agent/nook"
@@ -278,11 +273,6 @@ def test_say_from_home_assistant_brings_the_users_transcript_too(broker, ha, ser
     assert {"event_type": "user", "turn": 1, "text": "what time is it"} in heard
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent core: protocol.parse_server_message yields Usage after TurnComplete for one "
-    "message, and answers.py publishes the turn at TurnComplete, so its usage lags one turn",
-)
 def test_the_last_turn_tokens_include_that_turns_usage(broker, ha, server, tmp_path):
     base = "pi-agent/snug"
     with mqtt_agent(server, tmp_path, broker.port, "snug") as run:
@@ -379,7 +369,9 @@ def test_broker_killed_and_restarted_mid_answer(server, tmp_path):
                 what="the answer to finish",
             )
             assert any(e.get("event") == "turn" and e["turn"] == 1 for e in seen)
-            said = [e["text"] for e in seen if e.get("event") == "transcript"]
+            said = [
+                e["text"] for e in seen if e.get("event") == "transcript" and e["who"] == "model"
+            ]
             assert said == [LONG_ANSWER]
             assert run.agent.counters["reconnects"] == 0 and len(server.connections) == 1
             run.factory.pin(24).drive_low()  # the door opens while the broker is away

@@ -213,8 +213,8 @@ def test_protocol_parse_every_field_of_one_message_in_order():
         p.ModelText("thinking", True),
         p.OutputTranscription("Sure"),
         p.GenerationComplete(),
+        p.Usage(90, 40, 130),  # before turnComplete: the finished turn includes its usage
         p.TurnComplete(),
-        p.Usage(90, 40, 130),
     ]
 
 
@@ -266,7 +266,7 @@ def test_protocol_parse_snake_case_and_urlsafe_base64():
             }
         )
     )
-    assert events == [p.AudioChunk(b"\xfb\xff\xfe\xff"), p.TurnComplete(), p.Usage(0, 0, 3)]
+    assert events == [p.AudioChunk(b"\xfb\xff\xfe\xff"), p.Usage(0, 0, 3), p.TurnComplete()]
     assert p.parse(srv({"go_away": {"time_left": "1s"}})) == [p.GoAway(1.0)]
 
 
@@ -338,8 +338,8 @@ def test_protocol_parse_accepts_what_the_sdk_would_serialise():
     assert p.parse(wire) == [
         p.AudioChunk(b"\x01\x02"),
         p.OutputTranscription("hey"),
-        p.TurnComplete(),
         p.Usage(0, 0, 7),
+        p.TurnComplete(),
     ]
 
 
