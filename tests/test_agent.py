@@ -422,3 +422,33 @@ def test_agent_words_that_cannot_be_delivered_are_reported(server, tmp_path, cap
         "turn 1 could not be delivered (the session cannot be opened: auth error); please ask again"
         in caplog.text
     )
+
+
+def test_ctl_watch_streams_a_typed_turn_with_a_tool_call(server, tmp_path):
+    """The event stream integrations build on, from the real agent over the real socket."""
+    import json
+    import socket
+
+    server.replies.append(Reply(text="Done.", tool_calls=[("set_lamp", {"on": True})]))
+    with RunningAgent(agent_config(server, tmp_path)) as run:
+        run.wait_state(State.READY)
+        watcher = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        watcher.settimeout(TIMEOUT)
+        watcher.connect(str(tmp_path / "control.sock"))
+        watcher.sendall(b'{"cmd": "watch"}\n')
+        stream = watcher.makefile("rb")
+        json.loads(stream.readline())  # the subscription's own reply
+        run.agent.say("lamp on please")
+        seen: list[dict] = []
+        while not any(e.get("event") == "turn" for e in seen):
+            seen.append(json.loads(stream.readline()))
+        watcher.close()
+    kinds = [e["event"] for e in seen]
+    assert "state" in kinds
+    call = next(e for e in seen if e["event"] == "tool_call")
+    assert call["name"] == "set_lamp" and call["args"] == {"on": True}
+    result = next(e for e in seen if e["event"] == "tool_result")
+    assert result["id"] == call["id"]
+    said = {e["who"]: e["text"] for e in seen if e["event"] == "transcript"}
+    assert said == {"user": "lamp on please", "model": "Done."}
+    assert kinds.index("tool_call") < kinds.index("tool_result") < kinds.index("turn")
