@@ -516,7 +516,7 @@ class Agent(ModelAnswers, LinkEvents, Display, Commands):
         elif session is not self.link.session:
             return  # an old connection after a roll-over, or a discarded one
         elif isinstance(item, protocol.SessionResumptionUpdate):
-            if item.resumable and item.handle and protocol_handle_ok(item.handle):
+            if item.resumable and item.handle and protocol.valid_handle(item.handle):
                 self.link.handle = item.handle
                 if self._pending is not None and self._pending.completed:
                     self.uplink.forget()  # the handle covers the whole turn now
@@ -603,20 +603,6 @@ class Agent(ModelAnswers, LinkEvents, Display, Commands):
             self._changed.notify_all()
         log.info("stopped")
         return 0 if clean else 1
-
-
-def protocol_handle_ok(handle: object) -> bool:
-    """A resumption handle we may store and send back (type, charset, length)."""
-    check = getattr(protocol, "valid_handle", None)
-    if check is not None:
-        return bool(check(handle))
-    return (
-        isinstance(handle, str)
-        and 0 < len(handle) <= 4096
-        and handle.isascii()
-        and handle.isprintable()
-        and not any(c in handle for c in " \"'\\")
-    )
 
 
 __all__ = ["Agent", "ClosedError", "State"]
