@@ -860,11 +860,13 @@ def load_yaml(text: str, path: str | os.PathLike = "<config>") -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(_printable(f"{path}:{where}: invalid YAML: {problem}")) from None
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         # e.g. a date like 2024-13-45, which PyYAML's constructor does not catch
-        raise ConfigError(f"{path}: invalid YAML: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(
+            _printable(f"{path}: invalid YAML: {type(exc).__name__}: {exc}")
+        ) from None
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:
