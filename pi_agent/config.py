@@ -251,7 +251,7 @@ class StatusLightSettings:
     device: str | None = opt(None, "Name of an led, pwm_led or rgb_led device; null = none.")
     brightness: float = opt(
         1.0,
-        "Scales steady pwm_led levels and every rgb_led colour (pwm blinks/pulses peak at 1).",
+        "Scales steady pwm_led levels and every rgb_led colour (blinks/pulses peak at max).",
         min=0.05,
         max=1,
     )
