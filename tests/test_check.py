@@ -260,3 +260,16 @@ def test_check_key_file_mode(tmp_path, factory, mode, status):
         assert f"mode {mode:04o}" in results["api key"].detail
         assert results["api key"].fix == f"chmod 600 {key_file}"
     assert FAKE_KEY not in text
+
+
+def test_check_unreadable_key_file_gets_the_file_fix(tmp_path, factory):
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"\xff\xfe")
+    key_file.chmod(0o600)
+    config = parse_config({"audio": {"backend": "none"}, "live": {"api_key_file": str(key_file)}})
+    _code, _text, results = _offline(config, factory)
+    key = results["api key"]
+    assert key.status == "FAIL"
+    assert key.detail.startswith(f"live.api_key_file: {key_file} is not UTF-8 text")
+    assert key.fix.startswith(f"put the key on the first line of {key_file}")
+    assert "export" not in key.fix
