@@ -173,13 +173,17 @@ class Checker:
         try:
             key = resolve_api_key(live, self.environ)
         except ConfigError as exc:
-            self.report(
-                FAIL,
-                "api key",
-                str(exc),
-                f"export {live.api_key_env}=... or run scripts/install.sh to store it as a "
-                "systemd credential",
-            )
+            if live.api_key_file:  # the file is the only place looked at then
+                fix = (
+                    f"put the key on the first line of {live.api_key_file} (UTF-8, readable "
+                    "by the pi-agent user, chmod 600), or remove live.api_key_file"
+                )
+            else:
+                fix = (
+                    f"export {live.api_key_env}=... or run scripts/install.sh to store it as a "
+                    "systemd credential"
+                )
+            self.report(FAIL, "api key", str(exc), fix)
             return
         self.credentials = Credentials(api_key=key)
         found = f"found ({len(key)} characters, not shown)"

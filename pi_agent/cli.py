@@ -51,6 +51,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             "built-in defaults; see config/pi-agent.yaml",
             DEFAULT_CONFIG_PATH,
         )
+    from .config import key_file_warning
+
+    warning = key_file_warning(config.live)
+    if warning:
+        log.warning("%s", warning)
     api_key = None if config.live.token_command else resolve_api_key(config.live)
     add_secret(api_key)
     log.info("%s", startup_summary(config, path))

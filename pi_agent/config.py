@@ -237,7 +237,7 @@ class StatusLightSettings:
     device: str | None = opt(None, "Name of an led, pwm_led or rgb_led device; null = none.")
     brightness: float = opt(
         1.0,
-        "Scales steady pwm_led levels and every rgb_led colour (pwm blinks/pulses peak at 1).",
+        "Scales steady pwm_led levels and every rgb_led colour (blinks/pulses peak at max).",
         min=0.05,
         max=1,
     )
@@ -434,9 +434,6 @@ class Config:
 
 from .config_loader import (  # noqa: E402
     _VERBS_BY_KIND,
-    MAX_CONFIG_BYTES,
-    MAX_YAML_DEPTH,
-    MAX_YAML_NODES,
     _read_secret,
     describe_range,
     device_range,
@@ -450,6 +447,7 @@ from .config_loader import (  # noqa: E402
     resolve_api_key,
 )
 from .errors import ConfigError  # noqa: E402  (re-exported: callers catch it from here)
+from .safe_yaml import MAX_CONFIG_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES  # noqa: E402
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",

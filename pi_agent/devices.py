@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 OUTPUT_KINDS = frozenset({"led", "pwm_led", "rgb_led", "buzzer", "output", "pwm_output", "servo"})
 DIGITAL_KINDS = frozenset({"led", "buzzer", "output"})
 PWM_KINDS = frozenset({"pwm_led", "pwm_output"})
+
+
 # --------------------------------------------------------------------------- factory
 
 

@@ -2,8 +2,8 @@
 
 A tool is one device and one verb from an allow-list, so the model can never
 name a Python attribute, a pin outside the config or a value outside the
-tool's bounds (which only narrow the device's; the device layer enforces those
-at the pin, see bounds.py). :class:`ToolBox` owns the declarations and argument checks;
+tool's bounds (which only narrow the device's, enforced at the pin: bounds.py).
+:class:`ToolBox` owns the declarations and argument checks;
 :class:`ToolRunner` runs calls on the ``pi-agent-tools`` thread with a time
 limit, a per-tool rate limit, auto-off timers and cancellation/undo, and
 always answers with a FunctionResponse (an error one rather than a crash).

@@ -373,3 +373,16 @@ def test_check_mqtt_is_a_network_check_and_silent_when_off(server, factory, monk
     assert text.splitlines()[-1].endswith("1 failed")
     _code, text, results = _offline(on, factory)  # --offline: no network, no broker
     assert "mqtt" not in results
+
+
+def test_check_unreadable_key_file_gets_the_file_fix(tmp_path, factory):
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"\xff\xfe")
+    key_file.chmod(0o600)
+    config = parse_config({"audio": {"backend": "none"}, "live": {"api_key_file": str(key_file)}})
+    _code, _text, results = _offline(config, factory)
+    key = results["api key"]
+    assert key.status == "FAIL"
+    assert key.detail.startswith(f"live.api_key_file: {key_file} is not UTF-8 text")
+    assert key.fix.startswith(f"put the key on the first line of {key_file}")
+    assert "export" not in key.fix

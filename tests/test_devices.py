@@ -27,7 +27,7 @@ from pi_agent.devices import (
     make_pin_factory,
     status_table,
 )
-from pi_agent.errors import ClosedError, DeviceError
+from pi_agent.errors import BoundsError, ClosedError, DeviceError, ToolError
 
 TIMEOUT = 5.0
 
@@ -277,6 +277,175 @@ def test_config_checks_added_for_devices_and_tools():
         "tools[1].min: -95 is outside the range of device 'arm' (-90 to 90, devices.arm.min/max); "
         "a tool may only narrow it",
     ]
+
+
+# --------------------------------------------------------------------------- bounds at the pin
+
+BOUNDED = {
+    "strip": {"kind": "pwm_led", "pin": 12, "max": 0.8},
+    "heater": {"kind": "pwm_output", "pin": 13, "min": 0.2, "max": 0.6, "active_high": False},
+    "rgb": {"kind": "rgb_led", "pins": [5, 6, 7], "max": 0.5},
+    "arm": {"kind": "servo", "pin": 19, "min": -45, "max": 30, "initial_angle": 0},
+    "lamp": {"kind": "output", "pin": 23},
+    "door": {"kind": "input", "pin": 24},
+}
+
+
+def _levels(factory, pin: int, active_high: bool = True) -> list[float]:
+    """Every level the pin was driven to, as device values (active-low inverted back)."""
+    states = [float(s.state) for s in factory.pin(pin).states]
+    return states if active_high else [1 - v for v in states]
+
+
+def _in_range(values, low: float, high: float) -> bool:
+    return all(v == 0 or low - 1e-12 <= v <= high + 1e-12 for v in values)
+
+
+def _stopped(device) -> bool:
+    return device._blink_thread is None or not device._blink_thread.is_alive()
+
+
+def test_bounds_on_means_max_and_value_is_checked(build, factory):
+    devices = build(BOUNDED)
+    assert devices.apply("strip", "on") == {"on": True, "value": 0.8}
+    assert factory.pin(12).state == pytest.approx(0.8)
+    with pytest.raises(BoundsError) as info:
+        devices.apply("strip", "value", {"value": 0.9})
+    assert str(info.value) == "strip: value 0.9 is outside the allowed 0 to 0.8"
+    assert (info.value.low, info.value.high) == (0.0, 0.8)
+    assert isinstance(info.value, ToolError)
+    assert factory.pin(12).state == pytest.approx(0.8)  # nothing moved
+    assert devices.apply("strip", "toggle") == {"on": False, "value": 0.0}
+    assert devices.apply("strip", "toggle")["value"] == 0.8
+    assert devices.apply("heater", "value", {"value": 0})["value"] == 0  # off is always fine
+    with pytest.raises(BoundsError, match=r"heater: value 0.1 is outside the allowed "
+                       r"0 \(off\) or 0.2 to 0.6"):  # fmt: skip
+        devices.apply("heater", "value", {"value": 0.1})
+    assert devices.apply("heater", "set", {"on": True})["value"] == 0.6
+    assert factory.pin(13).state == pytest.approx(0.4)  # active low: 1 - 0.6
+    assert devices.apply("rgb", "on")["color"] == [0.5, 0.5, 0.5]
+    assert devices.apply("lamp", "on") == {"on": True}
+
+
+def test_bounds_hold_for_raw_gpiozero_writes_too(build, factory):
+    devices = build(BOUNDED)
+    strip, rgb, arm = devices.get("strip"), devices.get("rgb"), devices.get("arm")
+    for write in (
+        lambda: setattr(strip, "value", 1.0),
+        lambda: setattr(rgb, "value", (0, 0, 0.9)),
+        lambda: setattr(rgb, "color", (1, 0, 0)),
+        lambda: setattr(arm, "angle", 31),
+        lambda: setattr(arm, "value", 1),
+        lambda: setattr(arm, "pulse_width", 0.002),
+        arm.max,
+        arm.min,
+    ):
+        with pytest.raises(BoundsError):
+            write()
+    strip.on()
+    rgb.on()
+    strip.toggle()
+    assert _in_range(_levels(factory, 12), 0, 0.8)
+    assert factory.pin(5).state == pytest.approx(0.5)
+    assert arm.angle == 0
+    arm.angle = 30  # the edge itself is allowed
+    assert arm.angle == pytest.approx(30)
+
+
+def test_bounds_blink_and_pulse_scale_into_the_range(build, factory):
+    devices = build(BOUNDED)
+    for pin in (12, 13, 5, 6, 7):
+        factory.pin(pin).clear_states()
+    result = devices.apply("strip", "pulse", {"count": 2, "period_s": 0.4})
+    assert result["pulsing"] is True and result["duration_s"] == 0.8
+    devices.apply("heater", "pulse", {"count": 1, "period_s": 0.4})
+    devices.apply("rgb", "blink", {"count": 2, "period_s": 0.2})
+    for name in ("strip", "heater", "rgb"):
+        device = devices.get(name)
+        assert wait_for(lambda device=device: _stopped(device)), name
+    strip = _levels(factory, 12)
+    assert max(strip) == pytest.approx(0.8) and _in_range(strip, 0, 0.8)
+    peak = strip.index(max(strip))
+    assert strip[1 : peak + 1] == sorted(strip[1 : peak + 1])  # still a fade up
+    heater = _levels(factory, 13, active_high=False)
+    assert max(heater) == pytest.approx(0.6) and _in_range(heater, 0.2, 0.6)
+    assert heater[-1] == 0
+    for pin in (5, 6, 7):
+        assert max(_levels(factory, pin)) == pytest.approx(0.5)
+        assert _in_range(_levels(factory, pin), 0, 0.5)
+
+
+def test_bounds_narrowed_by_a_limit_never_widened(build, factory):
+    devices = build(BOUNDED)
+    assert devices.apply("strip", "on", limit=(None, 0.5))["value"] == 0.5
+    assert devices.apply("strip", "on", limit=(None, 0.95))["value"] == 0.8  # not widened
+    with pytest.raises(BoundsError, match=r"outside the allowed 0 to 0\.5"):
+        devices.apply("strip", "value", {"value": 0.6}, limit=(0, 0.5))
+    with pytest.raises(BoundsError, match=r"arm: angle -50 is outside the allowed -45 to 30"):
+        devices.apply("arm", "angle", {"angle": -50})
+    with pytest.raises(BoundsError, match=r"angle 20 is outside the allowed -10 to 10 degrees"):
+        devices.apply("arm", "angle", {"angle": 20}, limit=(-10, 10))
+    assert devices.apply("arm", "angle", {"angle": -45}) == {"angle": -45.0}
+
+
+@pytest.mark.parametrize(
+    "name, verb, args, error",
+    [
+        ("ghost", "on", {}, "no device named 'ghost'; known: strip, heater"),
+        ("door", "on", {}, "door is a input: it cannot 'on'; allowed: read"),
+        ("lamp", "pulse", {}, "lamp is a output: it cannot 'pulse'"),
+        ("strip", "value", {}, "value for strip must be a number, not None"),
+        ("strip", "value", {"value": "high"}, "value for strip must be a number, not 'high'"),
+        ("strip", "value", {"value": float("nan")}, "must be a finite number, not nan"),
+        ("strip", "value", {"value": True}, "must be a number, not True"),
+        ("strip", "set", {"on": "yes"}, "'set' on strip needs on: true or false, not 'yes'"),
+        ("strip", "on", {"level": 1}, "'on' on strip takes no arguments, not 'level'"),
+        ("strip", "blink", {"count": 1000}, "count for strip must be a whole number 1 to 100"),
+        ("strip", "blink", {"count": 1.5}, "must be a whole number 1 to 100"),
+        ("strip", "blink", {"period_s": 60}, "period_s for strip must be 0.2 to 5 seconds"),
+        ("strip", "on", [1], "the arguments for 'on' on 'strip' must be an object"),
+    ],
+)
+def test_bounds_apply_refuses_bad_calls_before_anything_moves(build, factory, name, verb, args,
+                                                              error):  # fmt: skip
+    devices = build(BOUNDED)
+    before = {p: (pin.state, len(pin.states)) for p, pin in factory.pins.items()}
+    with pytest.raises(ToolError, match=re.escape(error)):
+        devices.apply(name, verb, args)
+    assert {p: (pin.state, len(pin.states)) for p, pin in factory.pins.items()} == before
+
+
+def test_bounds_restore_is_checked_and_apply_after_close(build, factory):
+    devices = build(BOUNDED)
+    devices.restore("strip", 0.5)
+    with pytest.raises(BoundsError):
+        devices.restore("strip", 0.9)
+    with pytest.raises(BoundsError):
+        devices.restore("rgb", (0.1, 0.2, 0.7))
+    with pytest.raises(BoundsError):
+        devices.restore("arm", 60)
+    devices.restore("arm", None)  # detached: no pulses at all is always safe
+    assert factory.pin(12).state == pytest.approx(0.5)
+    assert devices.bounds("strip").high == 0.8 and devices.bounds("lamp") is None
+    devices.close()
+    with pytest.raises(ToolError, match="closed"):
+        devices.apply("strip", "on")
+
+
+def test_bounds_status_light_on_a_bounded_led(build, factory):
+    devices = build({"pwm": {"kind": "pwm_led", "pin": 18, "max": 0.4},
+                     "rgb": {"kind": "rgb_led", "pins": [5, 6, 13], "max": 0.3}})  # fmt: skip
+    pwm = StatusLight(devices.get("pwm"), StatusLightSettings(brightness=1.0))
+    rgb = StatusLight(devices.get("rgb"), StatusLightSettings(brightness=1.0))
+    pwm.show("listening")  # solid at 100 % = the device's max
+    rgb.show("listening")
+    assert factory.pin(18).state == pytest.approx(0.4)
+    assert factory.pin(5).state == pytest.approx(0.3)
+    factory.pin(18).clear_states()
+    pwm.show("thinking")  # a pulse, peaking at the device's max
+    assert wait_for(lambda: len(factory.pin(18).states) > 15)
+    pwm.show("off")
+    assert _in_range(_levels(factory, 18), 0, 0.4)
 
 
 # --------------------------------------------------------------------------- push-to-talk

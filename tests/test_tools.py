@@ -18,7 +18,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from pi_agent.config import _VERBS_BY_KIND, GpioSettings, load_config, parse_config, replace
 from pi_agent.devices import Devices
-from pi_agent.errors import ClosedError, ConfigError, ToolError
+from pi_agent.errors import BoundsError, ClosedError, ConfigError, ToolError
 from pi_agent.tools import SCHEMA_KEYS, ToolBox, ToolRunner, check_declaration
 
 TIMEOUT = 5.0
@@ -683,6 +683,121 @@ def test_tools_example_yaml_builds_and_declares(factory):
                 "parameter_description", "min", "max", "max_count", "max_duration_s",
                 "auto_off_s", "rate_limit_per_min", "undo", "timeout_s"):  # fmt: skip
         assert f"{key}:" in documented, key
+
+
+def test_tools_example_strip_never_exceeds_its_device_max(factory):
+    """The example's strip is limited to 0.8 on the device: its blink tool peaks there too."""
+    config = replace(load_config(EXAMPLE), gpio=GpioSettings(pin_factory="mock"))
+    with Devices(config, pin_factory=factory) as devices:
+        box = ToolBox(config.tools, devices)
+        strip_decl = next(d for d in box.function_declarations() if d["name"] == "dim_strip")
+        assert strip_decl["parameters"]["properties"]["value"]["maximum"] == 0.8  # inherited
+        pin = factory.pin(12)
+        pin.clear_states()
+        box.execute("blink_strip", box.validate("blink_strip", {"count": 3, "period_s": 0.2}))
+        device = devices.get("strip")
+        assert wait_for(lambda: device._blink_thread is None or not device._blink_thread.is_alive())
+        levels = [float(s.state) for s in pin.states]
+        assert max(levels) == pytest.approx(0.8)
+        assert levels.count(max(levels)) == 3
+        with pytest.raises(ToolError, match=r"outside the allowed 0 to 0\.8"):
+            box.validate("dim_strip", {"value": 0.9})
+        with pytest.raises(ToolError, match="outside the allowed -45 to 45"):
+            box.validate("point", {"angle": 50})
+
+
+def test_tools_every_call_goes_through_devices_apply(make_kit, monkeypatch):
+    kit = make_kit()
+    seen = []
+    real = Devices.apply
+
+    def spy(self, name, verb, args=None, **kw):
+        seen.append((name, verb))
+        return real(self, name, verb, args, **kw)
+
+    monkeypatch.setattr(Devices, "apply", spy)
+    for tool in every_verb_tool():
+        args = {"set": {"on": True}, "value": {"value": 0.5}, "angle": {"angle": 10},
+                "blink": {"count": 1, "period_s": 0.2},
+                "pulse": {"count": 1, "period_s": 0.2}}.get(tool["verb"], {})  # fmt: skip
+        assert "result" in kit.call(tool["name"], args), tool["name"]
+        assert seen[-1] == (tool["device"], tool["verb"])
+    assert len(seen) == len(every_verb_tool())
+
+
+# --------------------------------------------------------------------------- command (MQTT, timers)
+
+COMMAND_TOOLS = [
+    {"name": "fan_on", "description": "d", "device": "fan", "verb": "on", "auto_off_s": 0.3,
+     "rate_limit_per_min": 5},
+    {"name": "fan_value", "description": "d", "device": "fan", "verb": "value",
+     "rate_limit_per_min": 3},
+    {"name": "dim", "description": "d", "device": "dimmer", "verb": "value", "max": 0.5},
+]  # fmt: skip
+COMMAND_DEVICES = dict(DEVICES, fan={"kind": "pwm_output", "pin": 12, "max": 0.7})
+
+
+def test_tools_command_runs_a_device_verb_inside_the_device_bounds(make_kit, factory):
+    kit = make_kit(tools=COMMAND_TOOLS, devices=COMMAND_DEVICES)
+    assert kit.runner.command("fan", "value", {"value": 0.5}) == {"on": True, "value": 0.5}
+    assert factory.pin(12).state == 0.5
+    with pytest.raises(BoundsError) as info:
+        kit.runner.command("fan", "value", {"value": 0.9})
+    assert (info.value.low, info.value.high) == (0.0, 0.7)
+    assert "fan: value 0.9 is outside the allowed 0 to 0.7" in str(info.value)
+    assert factory.pin(12).state == 0.5
+    # the device's range, not a tool's narrower one: dim allows 0.5, the device 1
+    assert kit.runner.command("dimmer", "value", {"value": 0.9})["value"] == 0.9
+    with pytest.raises(ToolError, match="no device named 'ghost'"):
+        kit.runner.command("ghost", "on", {})
+    with pytest.raises(ToolError, match="door is a input: it cannot 'on'"):
+        kit.runner.command("door", "on", {})
+    assert kit.runner.command("door", "read", {}) == {"active": False}
+    result = kit.runner.command("fan", "pulse", {"count": 1, "period_s": 0.2})
+    assert result["pulsing"] is True and result["duration_s"] == 0.2
+
+
+def test_tools_command_rate_limit_is_the_devices_tightest(make_kit, factory):
+    clock = FakeClock()
+    kit = make_kit(tools=COMMAND_TOOLS, devices=COMMAND_DEVICES, clock=clock)
+    for level in (0.1, 0.2, 0.3):
+        kit.runner.command("fan", "value", {"value": level})
+        clock.t += 1
+    with pytest.raises(ToolError) as info:
+        kit.runner.command("fan", "value", {"value": 0.4})
+    assert str(info.value) == (
+        "rate limit: fan may be commanded at most 3 times a minute; try again in 57 s"
+    )
+    assert factory.pin(12).state == pytest.approx(0.3)
+    kit.runner.command("fan", "read", {})  # reading moves nothing: never limited
+    with pytest.raises(BoundsError):  # a refused value does not use up a slot either...
+        kit.runner.command("dimmer", "value", {"value": 2})
+    clock.t += 57
+    kit.runner.command("fan", "value", {"value": 0.4})
+    for _ in range(10):  # no tool on the dimmer has a limit
+        kit.runner.command("dimmer", "toggle", {})
+
+
+def test_tools_command_arms_auto_off_and_refuses_after_stop(make_kit, factory):
+    kit = make_kit(tools=COMMAND_TOOLS, devices=COMMAND_DEVICES)
+    kit.runner.command("fan", "on", {})
+    assert factory.pin(12).state == pytest.approx(0.7)  # "on" is the device's max
+    assert wait_for(lambda: factory.pin(12).state == 0)  # auto_off_s 0.3 of fan_on
+    kit.runner.stop()
+    with pytest.raises(ToolError, match="the tool runner is stopped"):
+        kit.runner.command("fan", "on", {})
+
+
+def test_tools_command_and_undo_share_the_generation(make_kit, factory):
+    tools = [{"name": "dim", "description": "d", "device": "dimmer", "verb": "value",
+              "undo": True}]  # fmt: skip
+    kit = make_kit(tools=tools)
+    kit.runner.submit("d-1", "dim", {"value": 0.3})
+    kit.responses.wait("d-1")
+    kit.runner.command("dimmer", "value", {"value": 0.6})  # a person moved it since
+    assert kit.runner.cancel(["d-1"]) == ["d-1"]
+    kit.call("dim", {"value": 0.6})  # runs after the revert job
+    assert factory.pin(18).state == pytest.approx(0.6)
 
 
 # --------------------------------------------------------------------------- the fake Live server
