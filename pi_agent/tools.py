@@ -7,6 +7,28 @@ at the pin, see bounds.py). :class:`ToolBox` owns the declarations and argument 
 :class:`ToolRunner` runs calls on the ``pi-agent-tools`` thread with a time
 limit, a per-tool rate limit, auto-off timers and cancellation/undo, and
 always answers with a FunctionResponse (an error one rather than a crash).
+
+Every result has one shape (the one :mod:`pi_agent.timers` uses, so the model
+reads all tools alike and knows at once whether calling again could help;
+3.8 calls a tool again when it cannot tell)::
+
+    {"status": "ok", "device": "lamp", "on": true}        # the device's new state
+    {"status": "ok", "device": "strip", "blinking": true, "count": 3, "duration_s": 3.0, ...}
+    {"status": "error",
+     "reason": "argument 'value' of dim is 0.9, outside the allowed 0 (off) or 0.1 to 0.8",
+     "retryable": false,              # true only when the SAME call may succeed later
+     "allowed_range": {"min": 0.1, "max": 0.8},        # a number: from the schema/bounds
+     "valid_options": [true, false],  # one of a set: tools, argument names, booleans
+     "retry_after_s": 42,             # rate limits (retryable)
+     "hint": "0 switches it off"}     # optional
+
+Behaviour (``tools[].behavior``/``scheduling``): instant verbs are BLOCKING
+(the model waits a few ms); blink and pulse are NON_BLOCKING (it talks on). A
+NON_BLOCKING result carries its ``scheduling`` (an error is never SILENT), and
+a blink or pulse reports twice: ``willContinue`` with SILENT when it starts,
+the final result with the tool's scheduling when it has finished. Which of
+these fields a model takes is :mod:`pi_agent.models`' business; the runner
+reports them all beside the result.
 """
 
 from __future__ import annotations
@@ -24,8 +46,10 @@ from typing import Any
 from .bounds import BLINK_PERIOD_S, Bounds
 from .config import ToolSettings
 from .devices import Devices
-from .errors import ClosedError, ConfigError, ToolError
+from .errors import BoundsError, ClosedError, ConfigError, ToolError
+from .models import BEHAVIORS, capabilities
 from .threads import Worker, call_logged
+from .timers import error_result, ok_result
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +74,37 @@ DECLARATION_KEYS = frozenset({"name", "description", "parameters", "behavior"})
 
 DEFAULT_PERIOD_S = 1.0
 BUILTIN_TIMEOUT_S = 10.0
+LONG_VERBS = frozenset({"blink", "pulse"})  # NON_BLOCKING unless the YAML says otherwise
+FINISH_MARGIN_S = 0.05  # a blink's final report waits this much past its nominal end
+
+
+class Refused(ToolError):
+    """A refused call that tells the model how (or whether) a new call could succeed.
+
+    The keyword arguments are those of :func:`pi_agent.timers.error_result`, plus
+    ``retry_after_s`` for a limit that lifts by itself.
+    """
+
+    def __init__(self, reason: str, *, retry_after_s: float | None = None, **details: Any):
+        super().__init__(reason)
+        self.details = details
+        self.retry_after_s = retry_after_s
+
+    def result(self) -> dict[str, Any]:
+        out = error_result(str(self), **self.details)
+        if self.retry_after_s is not None:
+            out["retryable"] = True
+            out["retry_after_s"] = self.retry_after_s
+        return out
+
+
+def error_from(exc: BaseException) -> dict[str, Any]:
+    """The informative error result for an exception raised by a tool or a device."""
+    if isinstance(exc, Refused):
+        return exc.result()
+    if isinstance(exc, BoundsError):
+        return error_result(str(exc), allowed_range={"min": exc.low, "max": exc.high})
+    return error_result(str(exc))
 
 
 def check_schema(schema: Any, path: str = "parameters") -> None:
@@ -88,6 +143,8 @@ def check_declaration(declaration: Any) -> None:
         raise ValueError(f"{name!r} is not a valid function name ([A-Za-z0-9_-]{{1,63}})")
     if not isinstance(declaration.get("description"), str) or not declaration["description"]:
         raise ValueError(f"{name}: a declaration needs a description")
+    if declaration.get("behavior", "BLOCKING") not in BEHAVIORS:
+        raise ValueError(f"{name}.behavior: {declaration['behavior']!r} is not one of {BEHAVIORS}")
     if "parameters" in declaration:
         check_schema(declaration["parameters"], f"{name}.parameters")
         if declaration["parameters"].get("type") != "OBJECT":
@@ -114,6 +171,7 @@ class Param:
     maximum: float | None = None
     default: Any = None
     zero_ok: bool = False  # a PWM level: 0 (off) is allowed below ``minimum``
+    unit: str | None = None  # for allowed_range in an error result
 
     def schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type, "description": self.description}
@@ -139,21 +197,37 @@ class Param:
         need = "required" if self.required else f"optional, default {self.default:g}"
         return f"{self.name} ({kind}{bounds}, {need})"
 
+    def allowed_range(self) -> dict[str, Any] | None:
+        """``{"min", "max", "unit"?}`` for an error result; None for a boolean."""
+        if self.minimum is None or self.maximum is None:
+            return None
+        out: dict[str, Any] = {"min": self.minimum, "max": self.maximum}
+        if self.unit:
+            out["unit"] = self.unit
+        return out
+
+    def refuse(self, reason: str) -> Refused:
+        """A :class:`Refused` carrying what this argument accepts."""
+        if self.type == "BOOLEAN":
+            return Refused(reason, valid_options=[True, False])
+        hint = "0 switches it off" if self.zero_ok and self.minimum else None
+        return Refused(reason, allowed_range=self.allowed_range(), hint=hint)
+
     def check(self, tool: str, value: Any) -> Any:
-        """The value converted to its Python type, or ToolError saying what is allowed."""
+        """The value converted to its Python type, or Refused saying what is allowed."""
         where = f"argument {self.name!r} of {tool}"
         if self.type == "BOOLEAN":
             if not isinstance(value, bool):
-                raise ToolError(f"{where} must be true or false, not {value!r}")
+                raise self.refuse(f"{where} must be true or false, not {value!r}")
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             kind = "whole number" if self.type == "INTEGER" else "number"
-            raise ToolError(f"{where} must be a {kind}, not {value!r}")
+            raise self.refuse(f"{where} must be a {kind}, not {value!r}")
         if not math.isfinite(value):
-            raise ToolError(f"{where} must be a finite number, not {value!r}")
+            raise self.refuse(f"{where} must be a finite number, not {value!r}")
         if self.type == "INTEGER":
             if value != int(value):
-                raise ToolError(f"{where} must be a whole number, not {value!r}")
+                raise self.refuse(f"{where} must be a whole number, not {value!r}")
             value = int(value)
         else:
             value = float(value)
@@ -161,7 +235,7 @@ class Param:
             return value
         low, high = self.minimum, self.maximum
         if (low is not None and value < low) or (high is not None and value > high):
-            raise ToolError(f"{where} is {value:g}, outside the allowed {self.allowed()}")
+            raise self.refuse(f"{where} is {value:g}, outside the allowed {self.allowed()}")
         return value
 
 
@@ -184,6 +258,13 @@ class Tool:
     @property
     def device(self) -> str:
         return self.settings.device
+
+    @property
+    def behavior(self) -> str:
+        """BLOCKING or NON_BLOCKING: the YAML's, else NON_BLOCKING for blink and pulse."""
+        if self.settings.behavior is not None:
+            return self.settings.behavior.upper()
+        return "NON_BLOCKING" if self.verb in LONG_VERBS else "BLOCKING"
 
     def declaration(self) -> dict[str, Any]:
         decl: dict[str, Any] = {"name": self.name, "description": self.settings.description}
@@ -227,7 +308,7 @@ def _params_for(t: ToolSettings, span: Bounds | None, device_text: str) -> tuple
     if verb == "angle" and span is not None:
         low, high = span.low, span.high
         text = custom or f"Angle of {what} in degrees, {low:g} to {high:g}."
-        return (Param("angle", "NUMBER", text, minimum=low, maximum=high),)
+        return (Param("angle", "NUMBER", text, minimum=low, maximum=high, unit="degrees"),)
     if verb in ("blink", "pulse"):
         top = max(BLINK_PERIOD_S[0], min(BLINK_PERIOD_S[1], t.max_duration_s))
         period = min(DEFAULT_PERIOD_S, top)
@@ -241,6 +322,7 @@ def _params_for(t: ToolSettings, span: Bounds | None, device_text: str) -> tuple
                 minimum=1,
                 maximum=t.max_count,
                 default=count,
+                unit="times",
             ),
             Param(
                 "period_s",
@@ -250,6 +332,7 @@ def _params_for(t: ToolSettings, span: Bounds | None, device_text: str) -> tuple
                 minimum=BLINK_PERIOD_S[0],
                 maximum=top,
                 default=period,
+                unit="seconds",
             ),
         )
     return ()
@@ -257,9 +340,10 @@ def _params_for(t: ToolSettings, span: Bounds | None, device_text: str) -> tuple
 
 @dataclass
 class _Builtin:
-    declaration: dict[str, Any]
+    declaration: dict[str, Any]  # without ``behavior``: that is sent per model
     handler: Callable[[dict], dict]
     timeout_s: float
+    behavior: str = "BLOCKING"
 
 
 class ToolBox:
@@ -304,11 +388,31 @@ class ToolBox:
     def tool(self, name: str) -> Tool:
         return self._tools[name]
 
-    def function_declarations(self) -> list[dict]:
-        """What goes into ``setup.tools[0].functionDeclarations``."""
+    def function_declarations(self, model: str | None = None) -> list[dict]:
+        """What goes into ``setup.tools[0].functionDeclarations`` for ``model``.
+
+        ``behavior`` is declared only to a model that takes it (pi_agent.models);
+        3.8 treats a function without it as NON_BLOCKING, so there every tool
+        says which it is.
+        """
         out = [t.declaration() for t in self._tools.values()]
         out += [dict(b.declaration) for b in self._builtins.values()]
+        if capabilities(model).non_blocking:
+            for decl in out:
+                decl["behavior"] = self.behavior(decl["name"])
         return out
+
+    def behavior(self, name: str) -> str:
+        """BLOCKING or NON_BLOCKING (an unknown name: BLOCKING)."""
+        if name in self._builtins:
+            return self._builtins[name].behavior
+        tool = self._tools.get(name)
+        return tool.behavior if tool is not None else "BLOCKING"
+
+    def scheduling(self, name: str) -> str:
+        """SILENT, WHEN_IDLE or INTERRUPT: how a NON_BLOCKING result enters the conversation."""
+        tool = self._tools.get(name)
+        return tool.settings.scheduling.upper() if tool is not None else "WHEN_IDLE"
 
     def add_builtin(
         self,
@@ -319,14 +423,19 @@ class ToolBox:
     ) -> None:
         """Register a Python tool; ``handler(args)`` checks its own args.
 
-        It returns the response object (``{"result": ...}`` / ``{"error": ...}``,
-        or a bare dict that becomes the result) and may raise to report an error.
+        It returns a result in the shape above (``{"status": ...}``, passed
+        through), or the older ``{"result": ...}`` / ``{"error": ...}`` or a bare
+        dict, which are put into that shape; it may raise to report an error.
+        A ``behavior`` in the declaration is kept (default BLOCKING) and sent to
+        the models that take it.
         """
         check_declaration(declaration)
         name = declaration["name"]
         if name in self._tools or name in self._builtins:
             raise ValueError(f"a tool named {name!r} already exists")
-        self._builtins[name] = _Builtin(dict(declaration), handler, timeout_s)
+        decl = dict(declaration)
+        behavior = decl.pop("behavior", "BLOCKING")
+        self._builtins[name] = _Builtin(decl, handler, timeout_s, behavior)
 
     def is_builtin(self, name: str) -> bool:
         return name in self._builtins
@@ -351,25 +460,36 @@ class ToolBox:
         """Checked, typed, defaulted args; ToolError says exactly what is allowed."""
         if name in self._builtins:
             if args is not None and not isinstance(args, dict):
-                raise ToolError(f"the arguments of {name} must be an object")
+                raise Refused(f"the arguments of {name} must be an object")
             return dict(args or {})
         tool = self._tools.get(name)
         if tool is None:
             known = ", ".join(self.names) or "none"
-            raise ToolError(f"unknown tool {name!r}; available tools: {known}")
+            raise Refused(
+                f"unknown tool {name!r}; available tools: {known}", valid_options=self.names
+            )
         if args is None:
             args = {}
         if not isinstance(args, dict):
-            raise ToolError(f"the arguments of {name} must be an object; {tool.signature()}")
-        allowed = {p.name for p in tool.params}
-        extra = sorted(set(args) - allowed)
+            raise Refused(
+                f"the arguments of {name} must be an object; {tool.signature()}",
+                hint=tool.signature(),
+            )
+        allowed = [p.name for p in tool.params]
+        extra = sorted(set(args) - set(allowed))
         if extra:
-            raise ToolError(f"unexpected argument {extra[0]!r} for {name}; {tool.signature()}")
+            raise Refused(
+                f"unexpected argument {extra[0]!r} for {name}; {tool.signature()}",
+                valid_options=allowed,
+            )
         out: dict[str, Any] = {}
         for p in tool.params:
             if p.name not in args or args[p.name] is None:
                 if p.required:
-                    raise ToolError(f"missing argument {p.name!r} for {name}; {tool.signature()}")
+                    raise Refused(
+                        f"missing argument {p.name!r} for {name}; {tool.signature()}",
+                        hint=tool.signature(),
+                    )
                 out[p.name] = p.default
             else:
                 out[p.name] = p.check(name, args[p.name])
@@ -377,9 +497,11 @@ class ToolBox:
             total = out["count"] * out["period_s"]
             limit = tool.settings.max_duration_s
             if total > limit + 1e-9:
-                raise ToolError(
+                raise Refused(
                     f"count × period_s = {out['count']} × {out['period_s']:g} s = {total:g} s is "
-                    f"longer than the {limit:g} s {name} allows"
+                    f"longer than the {limit:g} s {name} allows",
+                    allowed_range={"min": 0, "max": limit, "unit": "seconds"},
+                    hint="ask for fewer times or a shorter period_s",
                 )
         return out
 
@@ -394,7 +516,7 @@ class ToolBox:
         tool = self._tools[name]
         s = tool.settings
         state = self.devices.apply(tool.device, tool.verb, args, limit=(s.min, s.max))
-        return {"device": tool.device, **state}
+        return ok_result(device=tool.device, **state)
 
     def rate_limit_per_min(self, device: str) -> int | None:
         """Tightest ``rate_limit_per_min`` of any tool on ``device`` (None: no limit)."""
@@ -406,11 +528,19 @@ class ToolBox:
         return min(values) if values else None
 
     def run_builtin(self, name: str, args: Any) -> dict[str, Any]:
-        """Call a built-in handler and shape its answer into a response object."""
+        """Call a built-in handler and put its answer into the one result shape."""
         answer = self._builtins[name].handler(args)
-        if isinstance(answer, dict) and answer and set(answer) <= {"result", "error"}:
+        if isinstance(answer, dict) and set(answer) == {"result"}:
+            answer = answer["result"]  # parts.py wraps the timers' results
+            if not isinstance(answer, dict):
+                return ok_result(value=answer)
+        elif isinstance(answer, dict) and set(answer) == {"error"}:
+            return error_result(str(answer["error"]))
+        if not isinstance(answer, dict):
+            return ok_result(value=answer)
+        if "status" in answer:
             return answer
-        return {"result": answer if isinstance(answer, dict) else {"value": answer}}
+        return ok_result(**answer)
 
 
 # --------------------------------------------------------------------------- runner
@@ -430,6 +560,7 @@ class _Call:
     undo: bool = False
     generation: int = -1  # the device's change count right after this call
     background_until: float | None = None  # a blink/pulse ends then (time.monotonic)
+    continues: bool = False  # its final result is still to be reported (willContinue)
 
 
 class ToolRunner(Worker):
@@ -440,8 +571,13 @@ class ToolRunner(Worker):
     thread waits on for at most the tool's ``timeout_s``, so a hung handler
     (a camera, say) costs an error response, not the runner. ``on_response``
     gets exactly one FunctionResponse per call that was not cancelled, on the
-    tool thread. Every device action, auto-off and undo holds one lock, so
-    they never interleave.
+    tool thread (a NON_BLOCKING blink or pulse: one with ``willContinue`` when
+    it starts and the final one when it has finished, unless cancelled). Every
+    device action, auto-off and undo holds one lock, so they never interleave.
+
+    What ``on_response`` gets: ``{"id", "name", "response": <result>,
+    "behavior": "BLOCKING" | "NON_BLOCKING"}``, plus ``"scheduling"`` for a
+    NON_BLOCKING call and ``"willContinue": True`` on a first report.
 
     Auto-off is a timer per device (the shortest ``auto_off_s`` of its tools),
     restarted by every call that leaves the device on; it fires whether or not
@@ -474,6 +610,7 @@ class ToolRunner(Worker):
         self._rates: dict[str, deque[float]] = {}
         self._generation: dict[str, int] = {}
         self._auto_off: dict[str, threading.Timer] = {}
+        self._finishing: dict[str, threading.Timer] = {}  # call id -> its final report
         self._closed = False
 
     # -- agent thread
@@ -547,9 +684,10 @@ class ToolRunner(Worker):
                 recent.popleft()
             if limit is not None and len(recent) >= limit:
                 wait = math.ceil(60 - (now - recent[0]))
-                raise ToolError(
+                raise Refused(
                     f"rate limit: {device} may be commanded at most {limit} times a minute; "
-                    f"try again in {wait} s"
+                    f"try again in {wait} s",
+                    retry_after_s=wait,
                 )
             state = self.devices.apply(device, verb, args)
             if verb == "read":
@@ -573,6 +711,9 @@ class ToolRunner(Worker):
         """Stop the thread, then switch auto-off devices off and cancel their timers."""
         with self._lock:
             self._closed = True
+            finishing, self._finishing = self._finishing, {}
+        for timer in finishing.values():
+            timer.cancel()
         try:
             super().stop(timeout)
         finally:
@@ -591,6 +732,8 @@ class ToolRunner(Worker):
             try:
                 if kind == "call":
                     self._handle(item)
+                elif kind == "finish":
+                    self._finish(item)
                 elif kind == "revert":
                     self._revert(item)
                 elif kind == "arm":
@@ -613,7 +756,7 @@ class ToolRunner(Worker):
             response = self._execute(call)
         except Exception as exc:  # a bug must still produce an answer
             log.exception("tool %s crashed", call.name)
-            response = {"error": f"{call.name} failed: {exc}"}
+            response = error_result(f"{call.name} failed: {exc}")
         with self._lock:
             self._running = None
             cancelled = call.cancelled
@@ -625,7 +768,57 @@ class ToolRunner(Worker):
             log.info("tool call %s (%s) cancelled; no response sent", call.id, call.name)
             self._revert(call)
             return
-        call_logged(self._on_response, {"id": call.id, "name": call.name, "response": response})
+        report = self._report(call, response)
+        if report.get("willContinue"):
+            self._finish_later(call)
+        call_logged(self._on_response, report)
+
+    def _report(self, call: _Call, result: dict[str, Any], *, final: bool = False) -> dict:
+        """What ``on_response`` gets: the result and how the model should take it."""
+        behavior = self.toolbox.behavior(call.name)
+        report = {"id": call.id, "name": call.name, "response": result, "behavior": behavior}
+        if behavior != "NON_BLOCKING":
+            return report
+        scheduling = self.toolbox.scheduling(call.name)
+        if result.get("status") == "error" and scheduling == "SILENT":
+            scheduling = "WHEN_IDLE"  # a failure is never kept from the user
+        report["scheduling"] = scheduling
+        running = call.background_until is not None and result.get("status") == "ok"
+        if running and not final:
+            call.continues = True
+            report.update(scheduling="SILENT", willContinue=True)  # nothing to say yet
+        return report
+
+    def _finish_later(self, call: _Call) -> None:
+        """Report the end of a NON_BLOCKING blink or pulse once its time is up."""
+        delay = max(0.0, (call.background_until or 0.0) - time.monotonic()) + FINISH_MARGIN_S
+        timer = threading.Timer(delay, lambda: self._jobs.put(("finish", call)))
+        timer.name = "pi-agent-tool-done"
+        timer.daemon = True
+        with self._lock:
+            if self._closed:
+                return
+            self._finishing[call.id] = timer
+        timer.start()
+
+    def _finish(self, call: _Call) -> None:
+        """The final report of a call that said ``willContinue`` (not if it was cancelled)."""
+        with self._lock:
+            self._finishing.pop(call.id, None)
+            if call.cancelled or not call.continues:
+                return
+            call.continues = False
+        with self._gpio:
+            try:
+                state = self.devices.state(call.device or "")
+                moved = self._generation.get(call.device or "", 0) != call.generation
+                result = ok_result(device=call.device, finished=not moved, **state)
+            except Exception as exc:
+                result = error_result(f"{call.name} could not read {call.device}: {exc}")
+                moved = False
+        if moved:
+            result["note"] = f"{call.device} was changed by a later command before this ended"
+        call_logged(self._on_response, self._report(call, result, final=True))
 
     def _execute(self, call: _Call) -> dict[str, Any]:
         box = self.toolbox
@@ -633,16 +826,16 @@ class ToolRunner(Worker):
         try:
             args = box.validate(name, call.args)
         except ToolError as exc:
-            return {"error": str(exc)}
+            return error_from(exc)
         if box.is_builtin(name):
             return self._with_timeout(call, lambda: box.run_builtin(name, args), name)
         tool = box.tool(name)
         refusal = self._rate_limited(tool)
-        if refusal:
-            return {"error": refusal}
-        return self._with_timeout(call, lambda: {"result": self._act(call, tool, args)}, name)
+        if refusal is not None:
+            return refusal.result()
+        return self._with_timeout(call, lambda: self._act(call, tool, args), name)
 
-    def _rate_limited(self, tool: Tool) -> str | None:
+    def _rate_limited(self, tool: Tool) -> Refused | None:
         limit = tool.settings.rate_limit_per_min
         if limit is None:
             return None
@@ -651,10 +844,12 @@ class ToolRunner(Worker):
         while recent and now - recent[0] >= 60:
             recent.popleft()
         if len(recent) >= limit:
-            wait = 60 - (now - recent[0])
-            return (
+            wait = math.ceil(60 - (now - recent[0]))
+            return Refused(
                 f"rate limit: {tool.name} may run at most {limit} times a minute; "
-                f"try again in {math.ceil(wait)} s"
+                f"try again in {wait} s",
+                retry_after_s=wait,
+                hint="tell the user it will work again shortly",
             )
         recent.append(now)
         return None
@@ -668,10 +863,10 @@ class ToolRunner(Worker):
             try:
                 box["value"] = work()
             except ToolError as exc:
-                box["value"] = {"error": str(exc)}
+                box["value"] = error_from(exc)
             except Exception as exc:
                 log.warning("tool %s failed: %s", name, exc, exc_info=True)
-                box["value"] = {"error": f"{name} failed: {exc}"}
+                box["value"] = error_result(f"{name} failed: {exc}")
             finally:
                 done.set()
 
@@ -679,10 +874,16 @@ class ToolRunner(Worker):
         deadline = time.monotonic() + timeout
         while not done.wait(min(0.05, max(deadline - time.monotonic(), 0.001))):
             if self.stopping.is_set():
-                return {"error": f"{name} was interrupted: the agent is stopping"}
+                return error_result(
+                    f"{name} was interrupted: the agent is stopping", retryable=True
+                )
             if time.monotonic() >= deadline:
                 log.error("tool %s timed out after %.1f s", name, timeout)
-                return {"error": f"{name} timed out after {timeout:g} s"}
+                return error_result(
+                    f"{name} timed out after {timeout:g} s",
+                    retryable=True,
+                    hint="try once more; if it times out again, tell the user",
+                )
         return box["value"]
 
     def _act(self, call: _Call, tool: Tool, args: dict[str, Any]) -> dict[str, Any]:
@@ -772,9 +973,11 @@ class ToolRunner(Worker):
 __all__ = [
     "SCHEMA_KEYS",
     "Param",
+    "Refused",
     "Tool",
     "ToolBox",
     "ToolRunner",
     "check_declaration",
     "check_schema",
+    "error_from",
 ]

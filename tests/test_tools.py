@@ -19,9 +19,11 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from pi_agent.config import _VERBS_BY_KIND, GpioSettings, load_config, parse_config, replace
 from pi_agent.devices import Devices
 from pi_agent.errors import ClosedError, ConfigError, ToolError
+from pi_agent.models import response_fields
 from pi_agent.tools import SCHEMA_KEYS, ToolBox, ToolRunner, check_declaration
 
 TIMEOUT = 5.0
+REPORT_KEYS = {"id", "name", "response", "behavior", "scheduling", "willContinue"}
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "examples" / "gpio.yaml"
 
 DEVICES = {
@@ -130,9 +132,12 @@ def make_kit(factory):
             runner.submit(call_id, name, {} if args is None else args)
             response = responses.wait(call_id)
             assert response["name"] == name
-            assert set(response) == {"id", "name", "response"}
-            assert len(response["response"]) == 1
-            return response["response"]
+            assert set(response) <= REPORT_KEYS, set(response) - REPORT_KEYS
+            result = response["response"]
+            assert result["status"] in ("ok", "error"), result
+            if result["status"] == "error":
+                assert isinstance(result["reason"], str) and isinstance(result["retryable"], bool)
+            return result
 
         return SimpleNamespace(
             devices=devs, box=box, runner=runner, responses=responses, call=call, ids=ids
@@ -142,6 +147,10 @@ def make_kit(factory):
     for runner, devs in made:
         runner.stop()
         devs.close()
+
+
+def status(result: dict) -> str:
+    return result["status"]
 
 
 def wait_for(predicate, timeout: float = TIMEOUT) -> bool:
@@ -283,26 +292,26 @@ def test_tools_on_off_toggle_set_on_every_switchable_kind(make_kit, factory):
     kit = make_kit()
     for dev in SWITCHABLE:
         assert pin_values(factory, dev) == lit(dev, 0), dev
-        result = kit.call(f"{dev}_on")["result"]
+        result = kit.call(f"{dev}_on")
         assert pin_values(factory, dev) == lit(dev, 1), dev
         assert result["device"] == dev and result["on"] is True
-        assert kit.call(f"{dev}_off")["result"]["on"] is False
+        assert kit.call(f"{dev}_off")["on"] is False
         assert pin_values(factory, dev) == lit(dev, 0), dev
         kit.call(f"{dev}_toggle")
         assert pin_values(factory, dev) == lit(dev, 1), dev
         kit.call(f"{dev}_toggle")
         assert pin_values(factory, dev) == lit(dev, 0), dev
-        assert kit.call(f"{dev}_set", {"on": True})["result"]["on"] is True
+        assert kit.call(f"{dev}_set", {"on": True})["on"] is True
         assert pin_values(factory, dev) == lit(dev, 1), dev
         kit.call(f"{dev}_set", {"on": False})
         assert pin_values(factory, dev) == lit(dev, 0), dev
-        assert kit.call(f"{dev}_read")["result"]["on"] is False
+        assert kit.call(f"{dev}_read")["on"] is False
 
 
 def test_tools_value_on_pwm_kinds(make_kit, factory):
     kit = make_kit()
     for dev in ("dimmer", "fan", "rgb"):
-        result = kit.call(f"{dev}_value", {"value": 0.25})["result"]
+        result = kit.call(f"{dev}_value", {"value": 0.25})
         assert pin_values(factory, dev) == pytest.approx(lit(dev, 0.25)), dev
         if dev == "rgb":
             assert result["color"] == [0.25, 0.25, 0.25]
@@ -318,7 +327,7 @@ def test_tools_max_caps_value_and_on(make_kit, factory):
         {"name": "dim_on", "description": "d", "device": "dimmer", "verb": "on", "max": 0.6},
     ]
     kit = make_kit(tools=tools)
-    error = kit.call("dim", {"value": 0.7})["error"]
+    error = kit.call("dim", {"value": 0.7})["reason"]
     assert error == "argument 'value' of dim is 0.7, outside the allowed 0 to 0.6"
     assert pin_values(factory, "dimmer") == [0.0]
     kit.call("dim_on")
@@ -331,7 +340,7 @@ def test_tools_blink_every_kind_that_blinks(make_kit, factory):
     for dev in blinkers:
         factory.pin(PINS[dev][0]).clear_states()
     for dev in blinkers:
-        result = kit.call(f"{dev}_blink", {"count": 2, "period_s": 0.2})["result"]
+        result = kit.call(f"{dev}_blink", {"count": 2, "period_s": 0.2})
         assert result["blinking"] is True
         assert result["count"] == 2 and result["duration_s"] == 0.4
     for dev in blinkers:
@@ -347,7 +356,7 @@ def test_tools_pulse_fades_up_and_down(make_kit, factory):
     kit = make_kit()
     for dev in ("dimmer", "fan", "rgb"):
         factory.pin(PINS[dev][0]).clear_states()
-        result = kit.call(f"{dev}_pulse", {"count": 1, "period_s": 0.4})["result"]
+        result = kit.call(f"{dev}_pulse", {"count": 1, "period_s": 0.4})
         assert result["pulsing"] is True and result["duration_s"] == 0.4
     for dev in ("dimmer", "fan", "rgb"):
         pin = factory.pin(PINS[dev][0])
@@ -367,23 +376,23 @@ def test_tools_pulse_fades_up_and_down(make_kit, factory):
 
 def test_tools_angle_moves_the_servo_within_bounds(make_kit, factory):
     kit = make_kit()
-    assert kit.call("arm_angle", {"angle": 45})["result"] == {"device": "arm", "angle": 45.0}
+    assert kit.call("arm_angle", {"angle": 45}) == {"status": "ok", "device": "arm", "angle": 45.0}
     # 1-2 ms pulses in a 20 ms frame: 45 degrees = 1.75 ms = 8.75 % duty at 50 Hz
     assert factory.pin(19).frequency == 50
     assert factory.pin(19).state == pytest.approx(0.0875)
-    assert kit.call("arm_angle", {"angle": -90})["result"]["angle"] == -90.0
+    assert kit.call("arm_angle", {"angle": -90})["angle"] == -90.0
     assert factory.pin(19).state == pytest.approx(0.05)
-    assert kit.call("arm_read")["result"] == {"device": "arm", "angle": -90.0}
+    assert kit.call("arm_read") == {"status": "ok", "device": "arm", "angle": -90.0}
 
 
 def test_tools_read_inputs(make_kit, factory):
     kit = make_kit()
-    assert kit.call("door_read")["result"] == {"device": "door", "active": False}
+    assert kit.call("door_read") == {"status": "ok", "device": "door", "active": False}
     factory.pin(24).drive_low()
-    assert kit.call("door_read")["result"] == {"device": "door", "active": True}
+    assert kit.call("door_read") == {"status": "ok", "device": "door", "active": True}
     factory.pin(17).drive_low()
     try:
-        assert kit.call("talk_read")["result"] == {"device": "talk", "pressed": True}
+        assert kit.call("talk_read") == {"status": "ok", "device": "talk", "pressed": True}
     finally:
         factory.pin(17).drive_high()
 
@@ -427,7 +436,7 @@ def test_tools_bad_calls_get_precise_errors_and_move_nothing(make_kit, factory, 
     kit = make_kit()
     before = snapshot(factory)
     response = kit.call(name, args)
-    assert error in response["error"]
+    assert response["status"] == "error" and error in response["reason"]
     assert snapshot(factory) == before
     assert kit.runner.is_alive
     kit.call("door_read")  # and the runner still answers
@@ -439,7 +448,7 @@ def test_tools_error_for_unknown_tool_carries_its_id_and_name(make_kit):
     response = kit.responses.wait("abc-1")
     assert response["id"] == "abc-1"
     assert response["name"] == "no_such_tool"
-    assert response["response"]["error"].startswith("unknown tool 'no_such_tool'")
+    assert response["response"]["reason"].startswith("unknown tool 'no_such_tool'")
 
 
 # --------------------------------------------------------------------------- safety
@@ -453,17 +462,18 @@ def test_tools_rate_limit_per_tool(make_kit, factory):
         {"name": "lamp_read", "description": "d", "device": "relay", "verb": "read"},
     ]  # fmt: skip
     kit = make_kit(tools=tools, clock=clock)
-    assert "result" in kit.call("lamp")
+    assert status(kit.call("lamp")) == "ok"
     clock.t += 30
-    assert "result" in kit.call("lamp")
+    assert status(kit.call("lamp")) == "ok"
     before = snapshot(factory)
     clock.t += 10
-    error = kit.call("lamp")["error"]
-    assert error == "rate limit: lamp may run at most 2 times a minute; try again in 20 s"
+    error = kit.call("lamp")
+    assert error["reason"] == "rate limit: lamp may run at most 2 times a minute; try again in 20 s"
+    assert error["retryable"] is True and error["retry_after_s"] == 20
     assert snapshot(factory) == before
-    assert "result" in kit.call("lamp_read")  # other tools are not limited
+    assert status(kit.call("lamp_read")) == "ok"  # other tools are not limited
     clock.t += 20
-    assert "result" in kit.call("lamp")
+    assert status(kit.call("lamp")) == "ok"
 
 
 def test_tools_auto_off_fires_without_any_session(make_kit, factory):
@@ -541,7 +551,7 @@ def test_tools_cancellation_stops_a_pulse(make_kit, factory, undo, after):
     kit = make_kit(tools=_pulse_tools(undo))
     kit.call("dim", {"value": 0.3})
     kit.runner.submit("p-1", "pulse", {"count": 5, "period_s": 1.0})
-    assert kit.responses.wait("p-1")["response"]["result"]["pulsing"] is True
+    assert kit.responses.wait("p-1")["response"]["pulsing"] is True
     device = kit.devices.get("dimmer")
     assert wait_for(lambda: device._blink_thread is not None)
     assert kit.runner.cancel(["p-1", "unknown-id"]) == ["p-1"]
@@ -606,9 +616,14 @@ def test_tools_cancelled_queued_and_running_calls_send_no_response(make_kit, fac
 # --------------------------------------------------------------------------- built-ins, timeouts
 
 
-def test_tools_builtin_answers_are_shaped_into_response_objects(make_kit):
+def test_tools_builtin_answers_are_shaped_into_the_one_result_shape(make_kit):
     kit = make_kit(tools=[])
     kit.box.add_builtin({"name": "as_is", "description": "d"}, lambda a: {"result": {"x": 1}})
+    timer_ok = {"status": "ok", "rings_at": "14:05"}
+    timer_refused = {"status": "error", "reason": "no such id", "retryable": False}
+    kit.box.add_builtin({"name": "wrapped", "description": "d"}, lambda a: {"result": timer_ok})
+    kit.box.add_builtin({"name": "shaped", "description": "d"}, lambda a: timer_refused)
+    kit.box.add_builtin({"name": "old_error", "description": "d"}, lambda a: {"error": "nope"})
     kit.box.add_builtin({"name": "bare", "description": "d"}, lambda a: {"x": 2})
     echo = {
         "name": "echo",
@@ -625,14 +640,26 @@ def test_tools_builtin_answers_are_shaped_into_response_objects(make_kit):
 
     kit.box.add_builtin({"name": "refuse", "description": "d"}, refuse)
     kit.box.add_builtin({"name": "crash", "description": "d"}, crash)
-    assert kit.call("as_is") == {"result": {"x": 1}}
-    assert kit.call("bare") == {"result": {"x": 2}}
-    assert kit.call("echo", {"q": "hi"}) == {"result": {"got": {"q": "hi"}}}
-    assert kit.call("echo", ["hi"]) == {"error": "the arguments of echo must be an object"}
-    assert kit.call("refuse") == {"error": "the camera is off"}
-    assert kit.call("crash") == {"error": "crash failed: boom"}
+    assert kit.call("as_is") == {"status": "ok", "x": 1}
+    assert kit.call("wrapped") == timer_ok  # parts.py's {"result": ...} around the timers'
+    assert kit.call("shaped") == timer_refused
+    assert kit.call("old_error") == {"status": "error", "reason": "nope", "retryable": False}
+    assert kit.call("bare") == {"status": "ok", "x": 2}
+    assert kit.call("echo", {"q": "hi"}) == {"status": "ok", "got": {"q": "hi"}}
+    assert kit.call("echo", ["hi"]) == {
+        "status": "error",
+        "reason": "the arguments of echo must be an object",
+        "retryable": False,
+    }
+    assert kit.call("refuse") == {
+        "status": "error",
+        "reason": "the camera is off",
+        "retryable": False,
+    }
+    crashed = {"status": "error", "reason": "crash failed: boom", "retryable": False}
+    assert kit.call("crash") == crashed
     names = [d["name"] for d in kit.box.function_declarations()]
-    assert names == ["as_is", "bare", "echo", "refuse", "crash"]
+    assert names == ["as_is", "wrapped", "shaped", "old_error", "bare", "echo", "refuse", "crash"]
 
 
 def test_tools_add_builtin_checks_its_declaration(make_kit):
@@ -657,7 +684,8 @@ def test_tools_a_hung_call_times_out_with_an_error(make_kit):
     )
     started = time.monotonic()
     try:
-        assert kit.call("hang") == {"error": "hang timed out after 0.2 s"}
+        result = kit.call("hang")
+        assert result["reason"] == "hang timed out after 0.2 s" and result["retryable"] is True
         assert 0.19 <= time.monotonic() - started < 2
         assert not kit.runner.busy
     finally:
@@ -694,10 +722,10 @@ def test_tools_declarations_accepted_by_fake_live_server(make_kit, factory):
     kit = make_kit()
     kit.box.add_builtin({"name": "look", "description": "Take a photo."}, lambda a: {"seen": 1})
 
-    def setup(declarations: list) -> dict:
+    def setup(declarations: list, model: str = "gemini-3.8-live") -> dict:
         return {
             "setup": {
-                "model": "models/gemini-3.8-live",
+                "model": f"models/{model}",
                 "generationConfig": {"responseModalities": ["AUDIO"]},
                 "realtimeInputConfig": {"automaticActivityDetection": {"disabled": True}},
                 "tools": [{"functionDeclarations": declarations}],
@@ -719,19 +747,34 @@ def test_tools_declarations_accepted_by_fake_live_server(make_kit, factory):
         assert int.from_bytes(data[:2], "big") == 1007
         ws.close()
 
+        # 3.1 takes no NON_BLOCKING: its declarations carry no behavior at all.
+        ws = websocket.create_connection(url, header=header, timeout=TIMEOUT)
+        model = "gemini-3.1-flash-live-preview"
+        declarations = kit.box.function_declarations(model)
+        assert all("behavior" not in d for d in declarations)
+        ws.send(json.dumps(setup(declarations, model)))
+        assert json.loads(ws.recv()) == {"setupComplete": {}}
+        ws.close()
+
         ws = websocket.create_connection(url, header=header, timeout=TIMEOUT)
         try:
-            ws.send(json.dumps(setup(kit.box.function_declarations())))
+            declarations = kit.box.function_declarations("gemini-3.8-live")
+            behaviors = {d["name"]: d["behavior"] for d in declarations}
+            assert behaviors["dimmer_value"] == behaviors["look"] == "BLOCKING"
+            assert behaviors["plain_blink"] == behaviors["dimmer_pulse"] == "NON_BLOCKING"
+            ws.send(json.dumps(setup(declarations)))
             assert json.loads(ws.recv()) == {"setupComplete": {}}
             call_id = server.call_tool("dimmer_value", {"value": 0.4})
             message = json.loads(ws.recv())
             (call,) = message["toolCall"]["functionCalls"]
             kit.runner.submit(call["id"], call["name"], call["args"])
-            response = kit.responses.wait(call["id"])
+            report = kit.responses.wait(call["id"])
+            response = {k: report[k] for k in ("id", "name", "response")}
+            response.update(response_fields("gemini-3.8-live", report))
             ws.send(json.dumps({"toolResponse": {"functionResponses": [response]}}))
             sent = server.wait_tool_response(call_id, TIMEOUT)
             assert sent is not None
-            assert sent["response"]["result"]["value"] == 0.4
+            assert sent["response"]["value"] == 0.4
             assert factory.pin(18).state == pytest.approx(0.4)
             assert server.connection().close_code is None
         finally:
