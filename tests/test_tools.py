@@ -15,12 +15,14 @@ from types import SimpleNamespace
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pi_agent.config import _VERBS_BY_KIND, GpioSettings, load_config, parse_config, replace
 from pi_agent.devices import Devices
-from pi_agent.errors import ClosedError, ConfigError, ToolError
-from pi_agent.models import response_fields
-from pi_agent.tools import SCHEMA_KEYS, ToolBox, ToolRunner, check_declaration
+from pi_agent.errors import BoundsError, ClosedError, ConfigError, ToolError
+from pi_agent.models import MODELS, capabilities, informative, response_fields
+from pi_agent.tools import SCHEMA_KEYS, ToolBox, ToolRunner, check_declaration, error_from
 
 TIMEOUT = 5.0
 REPORT_KEYS = {"id", "name", "response", "behavior", "scheduling", "willContinue"}
@@ -95,6 +97,15 @@ class Responses:
     def ids(self) -> list[str]:
         with self.cond:
             return [r["id"] for r in self.items]
+
+    def all(self, call_id: str, n: int, timeout: float = TIMEOUT) -> list[dict]:
+        """The first ``n`` reports for ``call_id`` (a willContinue call has two)."""
+        with self.cond:
+            found = self.cond.wait_for(
+                lambda: sum(r["id"] == call_id for r in self.items) >= n, timeout
+            )
+            assert found, f"fewer than {n} reports for {call_id}"
+            return [r for r in self.items if r["id"] == call_id][:n]
 
 
 class FakeClock:
@@ -449,6 +460,186 @@ def test_tools_error_for_unknown_tool_carries_its_id_and_name(make_kit):
     assert response["id"] == "abc-1"
     assert response["name"] == "no_such_tool"
     assert response["response"]["reason"].startswith("unknown tool 'no_such_tool'")
+
+
+@pytest.mark.parametrize(
+    "name, args, extra",
+    [
+        ("fly", {}, {"valid_options": "NAMES"}),
+        ("dimmer_value", {"value": 0.5, "speed": 2}, {"valid_options": ["value"]}),
+        ("plain_on", {"x": 1}, {"valid_options": []}),
+        ("relay_set", {"on": "yes"}, {"valid_options": [True, False]}),
+        ("dimmer_value", {"value": 1.5}, {"allowed_range": {"min": 0.0, "max": 1.0}}),
+        ("dimmer_value", {"value": "high"}, {"allowed_range": {"min": 0.0, "max": 1.0}}),
+        ("arm_angle", {"angle": 120}, {"allowed_range": {"min": -90.0, "max": 90.0,
+                                                        "unit": "degrees"}}),
+        ("plain_blink", {"count": 11}, {"allowed_range": {"min": 1, "max": 10, "unit": "times"}}),
+        ("plain_blink", {"period_s": 9}, {"allowed_range": {"min": 0.2, "max": 5.0,
+                                                           "unit": "seconds"}}),
+        ("plain_blink", {"count": 10, "period_s": 2},
+         {"allowed_range": {"min": 0, "max": 10.0, "unit": "seconds"},
+          "hint": "ask for fewer times or a shorter period_s"}),
+        ("dimmer_value", {}, {"hint": "it takes: value (number 0 to 1, required)"}),
+    ],
+)  # fmt: skip
+def test_tools_errors_say_what_would_be_accepted(make_kit, name, args, extra):
+    kit = make_kit()
+    result = kit.call(name, args)
+    if extra.get("valid_options") == "NAMES":
+        extra = {"valid_options": kit.box.names}
+    assert result == {"status": "error", "reason": result["reason"], "retryable": False, **extra}
+
+
+def test_tools_a_device_bound_becomes_an_allowed_range():
+    result = error_from(BoundsError("strip: value 0.9 is outside the allowed 0.1 to 0.8", 0.1, 0.8))
+    assert result["allowed_range"] == {"min": 0.1, "max": 0.8} and result["retryable"] is False
+    assert error_from(ToolError("nope")) == {
+        "status": "error",
+        "reason": "nope",
+        "retryable": False,
+    }
+
+
+JSON = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 200),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4),
+)
+
+
+def test_tools_every_result_is_informative_whatever_the_model_sends(make_kit):
+    """The property 3.8 needs not to call again: a status, and for an error a reason and
+    whether a retry can help, for any name and any arguments."""
+    kit = make_kit()
+    names = [*kit.box.names, "fly"]
+    keys = ["on", "value", "angle", "count", "period_s", "x"]
+
+    @settings(max_examples=80)
+    @given(
+        name=st.sampled_from(names),
+        args=st.one_of(st.none(), st.lists(JSON, max_size=2), st.dictionaries(
+            st.sampled_from(keys), JSON, max_size=3)),
+    )  # fmt: skip
+    def check(name, args):
+        result = kit.call(name, args)
+        assert informative(result), result
+        json.dumps(result, allow_nan=False)  # and sendable as it is
+
+    check()
+
+
+def test_tools_behavior_and_scheduling_per_verb_and_per_model(make_kit):
+    tools = [
+        *every_verb_tool(),
+        {"name": "slow_on", "description": "d", "device": "plain", "verb": "on",
+         "behavior": "non_blocking", "scheduling": "silent"},
+        {"name": "quick_blink", "description": "d", "device": "plain", "verb": "blink",
+         "behavior": "blocking"},
+    ]  # fmt: skip
+    kit = make_kit(tools=tools, start=False)
+    kit.box.add_builtin({"name": "look", "description": "Take a photo."}, lambda a: {})
+    kit.box.add_builtin(
+        {"name": "watch", "description": "d", "behavior": "NON_BLOCKING"}, lambda a: {}
+    )
+    for model in (
+        None,
+        "gemini-3.1-flash-live-preview",
+        "gemini-2.5-flash-native-audio-preview-12-2025",
+        "my-model",
+    ):
+        assert all("behavior" not in d for d in kit.box.function_declarations(model)), model
+    declared = {
+        d["name"]: d["behavior"] for d in kit.box.function_declarations("models/gemini-3.8-live")
+    }
+    long = {n for n, b in declared.items() if b == "NON_BLOCKING"}
+    assert long == {
+        n for n in declared if n.endswith(("_blink", "_pulse")) and n != "quick_blink"
+    } | {"slow_on", "watch"}
+    assert declared["look"] == declared["quick_blink"] == declared["dimmer_value"] == "BLOCKING"
+    assert kit.box.scheduling("slow_on") == "SILENT"
+    assert kit.box.scheduling("plain_blink") == kit.box.scheduling("look") == "WHEN_IDLE"
+    with pytest.raises(ValueError, match="behavior"):
+        check_declaration({"name": "x", "description": "d", "behavior": "SOMETIMES"})
+
+
+def test_tools_reports_carry_scheduling_only_for_non_blocking_calls(make_kit):
+    tools = [
+        {"name": "quiet_on", "description": "d", "device": "plain", "verb": "set",
+         "behavior": "non_blocking", "scheduling": "silent"},
+        {"name": "now_on", "description": "d", "device": "plain", "verb": "on",
+         "behavior": "non_blocking", "scheduling": "interrupt"},
+        {"name": "plain_on", "description": "d", "device": "plain", "verb": "on"},
+    ]  # fmt: skip
+    kit = make_kit(tools=tools)
+
+    def report(name, args):
+        call_id = f"r-{next(kit.ids)}"
+        kit.runner.submit(call_id, name, args)
+        return kit.responses.wait(call_id)
+
+    ok = report("quiet_on", {"on": True})
+    assert (ok["behavior"], ok["scheduling"]) == ("NON_BLOCKING", "SILENT")
+    failed = report("quiet_on", {"on": "maybe"})
+    assert failed["scheduling"] == "WHEN_IDLE", "a failure is never silent"
+    assert report("now_on", {})["scheduling"] == "INTERRUPT"
+    blocking = report("plain_on", {})
+    assert blocking["behavior"] == "BLOCKING" and "scheduling" not in blocking
+    for r in (ok, failed, blocking):
+        assert "willContinue" not in r
+
+
+def test_tools_a_non_blocking_blink_reports_when_it_starts_and_when_it_ends(make_kit, factory):
+    kit = make_kit()
+    kit.runner.submit("b-1", "relay_blink", {"count": 2, "period_s": 0.2})
+    first, final = kit.responses.all("b-1", 2)
+    assert first["willContinue"] is True and first["scheduling"] == "SILENT"
+    assert first["response"]["blinking"] is True and first["response"]["duration_s"] == 0.4
+    assert "willContinue" not in final and final["scheduling"] == "WHEN_IDLE"
+    assert final["response"] == {"status": "ok", "device": "relay", "finished": True, "on": False}
+    states = [float(s.state) for s in factory.pin(23).states]
+    assert states[-4:] == [0.0, 1.0, 0.0, 1.0], states  # on, off twice (active low)
+
+
+def test_tools_a_blink_cut_short_says_so_and_a_cancelled_one_says_nothing(make_kit):
+    kit = make_kit()
+    kit.runner.submit("b-1", "relay_blink", {"count": 2, "period_s": 0.5})
+    kit.responses.wait("b-1")
+    kit.call("relay_off")  # a later command stops it
+    _first, final = kit.responses.all("b-1", 2)
+    assert final["response"]["finished"] is False
+    assert "changed by a later command" in final["response"]["note"]
+
+    kit.runner.submit("c-1", "plain_blink", {"count": 1, "period_s": 0.4})
+    kit.responses.wait("c-1")
+    kit.runner.submit("d-1", "beeper_blink", {"count": 1, "period_s": 0.4})  # ends right after
+    kit.responses.wait("d-1")
+    assert kit.runner.cancel(["c-1"]) == ["c-1"]  # stopped (reverted) while it blinks
+    kit.responses.all("d-1", 2)  # c-1's final report was due first
+    assert kit.responses.ids().count("c-1") == 1
+
+
+def test_models_table_and_response_fields():
+    assert capabilities("models/gemini-3.8-live").non_blocking
+    assert capabilities("gemini-3.8-live-extended-thinking").interaction_status
+    assert capabilities("gemini-3.1-flash-live-preview").refuses_non_blocking
+    assert not capabilities("some-new-model").non_blocking
+    assert not capabilities(None).non_blocking
+    assert all(m in MODELS for m in ("gemini-3.8-live", "gemini-3.1-flash-live-preview"))
+    report = {"behavior": "NON_BLOCKING", "scheduling": "SILENT", "willContinue": True}
+    assert response_fields("gemini-3.8-live", report) == {
+        "scheduling": "SILENT",
+        "willContinue": True,
+    }
+    assert response_fields("gemini-3.1-flash-live-preview", report) == {}
+    assert response_fields("gemini-3.8-live", {**report, "behavior": "BLOCKING"}) == {}
+    assert response_fields("gemini-3.8-live", {"behavior": "NON_BLOCKING"}) == {}
+    assert informative({"status": "ok"}) and informative(
+        {"status": "error", "reason": "r", "retryable": True}
+    )
+    for bare in ({"result": 1}, {"error": "x"}, {"status": "error", "reason": "r"}, "ok", None):
+        assert not informative(bare), bare
 
 
 # --------------------------------------------------------------------------- safety
