@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from pi_agent.agent import State
+from pi_agent.ledger import ToolLedger
 from pi_agent.sim.fake_live import FakeLiveServer, Reply
 
 from .agent_harness import BASE_DEVICES, BASE_TOOLS, RunningAgent, agent_config
@@ -252,6 +253,19 @@ def test_will_continue_is_never_sent_to_a_model_that_does_not_take_it(server, tm
         "name",
         "response",
     }
+
+
+def test_the_ledger_keeps_the_asker_of_a_call_that_will_continue():
+    ledger, session = ToolLedger(), object()
+    assert ledger.ask(session, "c1", "flash_lamp", {"count": 2}) == ("run", None)
+    assert ledger.ask(session, "c2", "flash_lamp", {"count": 2}) == ("wait", None)  # a resend
+    started = {"status": "ok", "blinking": True}
+    (asker,) = ledger.finished("c1", started, more=True)
+    assert (asker.id, asker.session) == ("c1", session)
+    assert ledger.running == 1  # still running: a resent call waits for the final result
+    done = {"status": "ok", "finished": True}
+    assert [a.id for a in ledger.finished("c1", done)] == ["c1", "c2"]
+    assert ledger.running == 0 and ledger.finished("c1", done) == []
 
 
 # --------------------------------------------------------------------------- informative results

@@ -479,13 +479,12 @@ class Session:
                 )
                 if self.closed:
                     return
-                result = self.results.popleft() if self.results else None
-                turn = self.turns.popleft() if result is None else None
+                result = self.results.popleft() if self.results else None  # results first
+                turn = None if result is not None else self.turns.popleft()
             try:
                 if result is not None:
                     self._on_result(*result)
-                else:
-                    assert turn is not None
+                elif turn is not None:
                     self._answer(turn)
             except ConnectionClosedError:
                 return
