@@ -532,21 +532,22 @@ class ToolRunner(Worker):
 
     def _finish(self, call: _Call) -> None:
         """The final report of a call that said ``willContinue`` (not if it was cancelled)."""
+        device = call.device
         with self._lock:
             self._finishing.pop(call.id, None)
-            if call.cancelled or not call.continues:
+            if call.cancelled or not call.continues or device is None:
                 return
             call.continues = False
         with self._gpio:
             try:
-                state = self.devices.state(call.device or "")
-                moved = self._generation.get(call.device or "", 0) != call.generation
-                result = ok_result(device=call.device, finished=not moved, **state)
-            except Exception as exc:
-                result = error_result(f"{call.name} could not read {call.device}: {exc}")
-                moved = False
-        if moved:
-            result["note"] = f"{call.device} was changed by a later command before this ended"
+                state = self.devices.state(device)
+            except Exception as exc:  # the devices are closing
+                result = error_result(f"{call.name} could not read {device}: {exc}")
+            else:
+                result = ok_result(device=device, finished=True, **state)
+                if self._generation.get(device, 0) != call.generation:
+                    result["finished"] = False
+                    result["note"] = f"{device} was changed by a later command before this ended"
         call_logged(self._on_response, self._report(call, result, final=True))
 
     def _execute(self, call: _Call) -> dict[str, Any]:
