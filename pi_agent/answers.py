@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from . import protocol
+from . import models, protocol
 from .errors import ClosedError, ProtocolError, SessionError
 from .logs import escape
 from .status import ms
@@ -115,6 +115,15 @@ class ModelAnswers:
             )
         if item.reason:
             log.info("turn %d ended: %s", self.turn, escape(item.reason, 100))
+        calls, requests = self.counters["tool_calls"], self.counters["user_requests"]
+        if requests:
+            log.info(
+                "turn %d tool calls: %d in %d request(s), %.2f per request",
+                self.turn,
+                calls,
+                requests,
+                calls / requests,
+            )
         usage = {k: self.counters[k] for k in ("prompt_tokens", "response_tokens", "total_tokens")}
         self._publish(
             {
@@ -191,13 +200,19 @@ class ModelAnswers:
                     self._send_tool_result(asker.session, call.id, call.name, result)
 
     def _on_tool_finished(self: Agent, event: Any) -> None:
+        """A result from the runner: answer every connection that asked for it.
+
+        A first report of a long NON_BLOCKING call (``willContinue``) keeps the
+        askers for the final one, if the model takes ``willContinue``; if not,
+        it is the answer, and the final report is only logged and published.
+        """
         response = event.response
         call_id, name = str(response.get("id", "")), str(response.get("name", ""))
         result = response.get("response", {})
-        if "error" in result or result.get("status") == "error":
-            log.warning("tool %s failed: %s", name, escape(result.get("error") or result, 300))
+        if result.get("status") == "error":
+            log.warning("tool %s failed: %s", name, escape(result.get("reason", result), 300))
         else:
-            log.info("tool %s -> %s", name, escape(result.get("result", result), 300))
+            log.info("tool %s -> %s", name, escape(result, 300))
         self._tool_log.append({"name": name, "result": result})
         self._publish(
             {
@@ -208,11 +223,18 @@ class ModelAnswers:
                 "result": result,
             }
         )
-        for asker in self.ledger.finished(call_id, result):
-            self._send_tool_result(asker.session, asker.id, asker.name, result)
+        extra = models.response_fields(self.config.live.model, response)
+        more = bool(extra.get("willContinue"))
+        for asker in self.ledger.finished(call_id, result, more=more):
+            self._send_tool_result(asker.session, asker.id, asker.name, result, extra)
 
     def _send_tool_result(
-        self: Agent, asked: Any, call_id: str, name: str, result: dict[str, Any]
+        self: Agent,
+        asked: Any,
+        call_id: str,
+        name: str,
+        result: dict[str, Any],
+        extra: dict[str, Any] | None = None,
     ) -> None:
         """Answer ``call_id`` only on the connection that asked, if it still lives.
 
@@ -225,9 +247,8 @@ class ModelAnswers:
             log.info("tool %s finished after its connection ended; kept for the resent turn", name)
             return
         try:
-            session.send(
-                protocol.tool_response([{"id": call_id, "name": name, "response": result}])
-            )
+            item = {"id": call_id, "name": name, "response": result, **(extra or {})}
+            session.send(protocol.tool_response([item]))
         except (ClosedError, SessionError):
             log.info("tool %s result not sent: the connection just ended", name)
         except ProtocolError as exc:

@@ -244,6 +244,8 @@ class StatusLightSettings:
 
 
 ToolVerb = Literal["on", "off", "toggle", "set", "value", "blink", "pulse", "angle", "read"]
+ToolBehavior = Literal["blocking", "non_blocking"]
+ToolScheduling = Literal["silent", "when_idle", "interrupt"]
 
 
 @dataclass(frozen=True)
@@ -269,6 +271,16 @@ class ToolSettings:
     rate_limit_per_min: int | None = opt(None, "Most calls per minute.", min=1)
     undo: bool = opt(False, "On toolCallCancellation, restore the state before the call.")
     timeout_s: float = opt(5.0, "Longest a call may take.", min=0.1, max=60)
+    behavior: ToolBehavior | None = opt(
+        None,
+        "blocking: the model waits for the result; non_blocking: it goes on talking (3.8 models "
+        "only); null = by verb (blink and pulse non_blocking, the rest blocking).",
+    )
+    scheduling: ToolScheduling = opt(
+        "when_idle",
+        "How a non_blocking result enters the conversation: silent, when_idle (after what the "
+        "model is saying) or interrupt (at once).",
+    )
 
 
 # --------------------------------------------------------------------------- timers

@@ -54,8 +54,14 @@ class ToolLedger:
         self._results[key] = None  # running
         return "run", None
 
-    def finished(self, call_id: str, result: dict[str, Any]) -> list[Asker]:
-        """A call's result: every asker to answer with it (the caller checks the connection)."""
+    def finished(self, call_id: str, result: dict[str, Any], *, more: bool = False) -> list[Asker]:
+        """A call's result: every asker to answer with it (the caller checks the connection).
+
+        ``more``: a first report (``willContinue``); the asker stays for the final one.
+        """
+        if more:
+            asker = self._askers.get(call_id)
+            return [asker] if asker is not None else []
         asker = self._askers.pop(call_id, None)
         if asker is None:
             return []

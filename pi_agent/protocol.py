@@ -646,11 +646,8 @@ def _server_content(content: Mapping[str, Any], events: list[ServerEvent]) -> No
         events.append(GenerationComplete())
     if _flag(content, "waitingForInput", where):
         events.append(WaitingForInput())
-    if _flag(content, "turnComplete", where):
-        reason = _get(content, "turnCompleteReason")
-        if reason is not None:
-            reason = _text(reason, "serverContent.turnCompleteReason", MAX_ID)
-        events.append(TurnComplete(reason))
+    # Before turnComplete: a turn that ends IN_PROGRESS goes from speaking to working,
+    # never through a moment of "ready".
     status = _get(content, "interactionStatus")
     if status is not None:
         status = _text(status, "serverContent.interactionStatus", MAX_ID)
@@ -658,6 +655,11 @@ def _server_content(content: Mapping[str, Any], events: list[ServerEvent]) -> No
             events.append(InteractionStatus(status))
         else:
             log.debug("ignoring unknown interactionStatus %s", escape(status, 64))
+    if _flag(content, "turnComplete", where):
+        reason = _get(content, "turnCompleteReason")
+        if reason is not None:
+            reason = _text(reason, "serverContent.turnCompleteReason", MAX_ID)
+        events.append(TurnComplete(reason))
 
 
 def _setup_complete(setup: Mapping[str, Any]) -> SetupComplete:

@@ -2,11 +2,34 @@
 
 A tool is one device and one verb from an allow-list, so the model can never
 name a Python attribute, a pin outside the config or a value outside the
-tool's bounds (which only narrow the device's, enforced at the pin: bounds.py).
-:class:`ToolBox` owns the declarations and argument checks;
+tool's bounds (which only narrow the device's; the device layer enforces those
+at the pin, see bounds.py). :class:`ToolBox` owns the declarations and argument checks
+(built from :mod:`pi_agent.declarations`);
 :class:`ToolRunner` runs calls on the ``pi-agent-tools`` thread with a time
 limit, a per-tool rate limit, auto-off timers and cancellation/undo, and
 always answers with a FunctionResponse (an error one rather than a crash).
+
+Every result has one shape (the one :mod:`pi_agent.timers` uses, so the model
+reads all tools alike and knows at once whether calling again could help;
+3.8 calls a tool again when it cannot tell)::
+
+    {"status": "ok", "device": "lamp", "on": true}        # the device's new state
+    {"status": "ok", "device": "strip", "blinking": true, "count": 3, "duration_s": 3.0, ...}
+    {"status": "error",
+     "reason": "argument 'value' of dim is 0.9, outside the allowed 0 (off) or 0.1 to 0.8",
+     "retryable": false,              # true only when the SAME call may succeed later
+     "allowed_range": {"min": 0.1, "max": 0.8},        # a number: from the schema/bounds
+     "valid_options": [true, false],  # one of a set: tools, argument names, booleans
+     "retry_after_s": 42,             # rate limits (retryable)
+     "hint": "0 switches it off"}     # optional
+
+Behaviour (``tools[].behavior``/``scheduling``): instant verbs are BLOCKING
+(the model waits a few ms); blink and pulse are NON_BLOCKING (it talks on). A
+NON_BLOCKING result carries its ``scheduling`` (an error is never SILENT), and
+a blink or pulse reports twice: ``willContinue`` with SILENT when it starts,
+the final result with the tool's scheduling when it has finished. Which of
+these fields a model takes is :mod:`pi_agent.models`' business; the runner
+reports them all beside the result.
 """
 
 from __future__ import annotations
@@ -21,245 +44,35 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .bounds import BLINK_PERIOD_S, Bounds
 from .config import ToolSettings
+from .declarations import (
+    SCHEMA_KEYS,
+    Param,
+    Refused,
+    Tool,
+    check_declaration,
+    check_schema,
+    error_from,
+    params_for,
+)
 from .devices import Devices
 from .errors import ClosedError, ConfigError, ToolError
+from .models import capabilities
 from .threads import Worker, call_logged
+from .timers import error_result, ok_result
 
 log = logging.getLogger(__name__)
 
-#: The only keys the Live API's OpenAPI-subset Schema may carry here; anything
-#: else (``additionalProperties``, ``default``, ``readOnly``...) risks a 1007.
-SCHEMA_KEYS = frozenset(
-    {
-        "type",
-        "description",
-        "properties",
-        "required",
-        "minimum",
-        "maximum",
-        "enum",
-        "items",
-        "nullable",
-        "format",
-    }
-)
-SCHEMA_TYPES = frozenset({"OBJECT", "BOOLEAN", "NUMBER", "INTEGER", "STRING", "ARRAY"})
-DECLARATION_KEYS = frozenset({"name", "description", "parameters", "behavior"})
-
-DEFAULT_PERIOD_S = 1.0
 BUILTIN_TIMEOUT_S = 10.0
-
-
-def check_schema(schema: Any, path: str = "parameters") -> None:
-    """Raise ValueError if ``schema`` strays outside the OpenAPI subset the API takes."""
-    if not isinstance(schema, dict):
-        raise ValueError(f"{path}: a schema must be an object")
-    unknown = set(schema) - SCHEMA_KEYS
-    if unknown:
-        raise ValueError(f"{path}: unsupported schema keys {sorted(unknown)}")
-    kind = schema.get("type")
-    if kind not in SCHEMA_TYPES:
-        raise ValueError(f"{path}.type: {kind!r} is not one of {sorted(SCHEMA_TYPES)}")
-    if kind == "OBJECT":
-        props = schema.get("properties")
-        if not isinstance(props, dict) or not props:
-            # The API answers "properties: should be non-empty for OBJECT type".
-            raise ValueError(f"{path}.properties: an OBJECT needs at least one property")
-        for key, sub in props.items():
-            check_schema(sub, f"{path}.properties.{key}")
-        required = schema.get("required", [])
-        if not isinstance(required, list) or not set(required) <= set(props):
-            raise ValueError(f"{path}.required: must list names from properties")
-    if "items" in schema:
-        check_schema(schema["items"], f"{path}.items")
-
-
-def check_declaration(declaration: Any) -> None:
-    """Raise ValueError unless ``declaration`` is a FunctionDeclaration the API accepts."""
-    if not isinstance(declaration, dict):
-        raise ValueError("a function declaration must be an object")
-    unknown = set(declaration) - DECLARATION_KEYS
-    if unknown:
-        raise ValueError(f"unsupported declaration keys {sorted(unknown)}")
-    name = declaration.get("name")
-    if not isinstance(name, str) or not _valid_name(name):
-        raise ValueError(f"{name!r} is not a valid function name ([A-Za-z0-9_-]{{1,63}})")
-    if not isinstance(declaration.get("description"), str) or not declaration["description"]:
-        raise ValueError(f"{name}: a declaration needs a description")
-    if "parameters" in declaration:
-        check_schema(declaration["parameters"], f"{name}.parameters")
-        if declaration["parameters"].get("type") != "OBJECT":
-            raise ValueError(f"{name}.parameters: the top level must be an OBJECT")
-
-
-def _valid_name(name: str) -> bool:
-    ok = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-    return 1 <= len(name) <= 63 and set(name) <= ok and not name[0].isdigit()
-
-
-# --------------------------------------------------------------------------- toolbox
-
-
-@dataclass(frozen=True)
-class Param:
-    """One argument a verb takes; it becomes a Schema property and a validator."""
-
-    name: str
-    type: str  # BOOLEAN | NUMBER | INTEGER
-    description: str
-    required: bool = True
-    minimum: float | None = None
-    maximum: float | None = None
-    default: Any = None
-    zero_ok: bool = False  # a PWM level: 0 (off) is allowed below ``minimum``
-
-    def schema(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type, "description": self.description}
-        if self.minimum is not None:
-            out["minimum"] = 0.0 if self.zero_ok else self.minimum
-        if self.maximum is not None:
-            out["maximum"] = self.maximum
-        return out
-
-    def allowed(self) -> str:
-        """``0 to 0.8`` or ``0 (off) or 0.2 to 0.8``."""
-        low, high = self.minimum, self.maximum
-        if self.zero_ok and low:
-            return f"0 (off) or {low:g} to {high:g}"
-        return f"{low:g} to {high:g}"
-
-    def spec(self) -> str:
-        """``value (number 0 to 0.8, required)`` for error messages."""
-        kind = {"BOOLEAN": "true or false", "NUMBER": "number", "INTEGER": "integer"}[self.type]
-        bounds = ""
-        if self.minimum is not None and self.maximum is not None:
-            bounds = f" {self.allowed()}"
-        need = "required" if self.required else f"optional, default {self.default:g}"
-        return f"{self.name} ({kind}{bounds}, {need})"
-
-    def check(self, tool: str, value: Any) -> Any:
-        """The value converted to its Python type, or ToolError saying what is allowed."""
-        where = f"argument {self.name!r} of {tool}"
-        if self.type == "BOOLEAN":
-            if not isinstance(value, bool):
-                raise ToolError(f"{where} must be true or false, not {value!r}")
-            return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            kind = "whole number" if self.type == "INTEGER" else "number"
-            raise ToolError(f"{where} must be a {kind}, not {value!r}")
-        if not math.isfinite(value):
-            raise ToolError(f"{where} must be a finite number, not {value!r}")
-        if self.type == "INTEGER":
-            if value != int(value):
-                raise ToolError(f"{where} must be a whole number, not {value!r}")
-            value = int(value)
-        else:
-            value = float(value)
-        if self.zero_ok and value == 0:
-            return value
-        low, high = self.minimum, self.maximum
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise ToolError(f"{where} is {value:g}, outside the allowed {self.allowed()}")
-        return value
-
-
-@dataclass(frozen=True)
-class Tool:
-    """A YAML tool bound to its device kind and its derived parameters."""
-
-    settings: ToolSettings
-    kind: str
-    params: tuple[Param, ...]
-
-    @property
-    def name(self) -> str:
-        return self.settings.name
-
-    @property
-    def verb(self) -> str:
-        return self.settings.verb
-
-    @property
-    def device(self) -> str:
-        return self.settings.device
-
-    def declaration(self) -> dict[str, Any]:
-        decl: dict[str, Any] = {"name": self.name, "description": self.settings.description}
-        if self.params:  # no-arg verbs omit parameters: an empty OBJECT is rejected
-            decl["parameters"] = {
-                "type": "OBJECT",
-                "properties": {p.name: p.schema() for p in self.params},
-                "required": [p.name for p in self.params if p.required],
-            }
-            if not decl["parameters"]["required"]:
-                del decl["parameters"]["required"]
-        return decl
-
-    def signature(self) -> str:
-        if not self.params:
-            return "it takes no arguments"
-        return "it takes: " + "; ".join(p.spec() for p in self.params)
-
-
-def _params_for(t: ToolSettings, span: Bounds | None, device_text: str) -> tuple[Param, ...]:
-    """The arguments a verb takes; the YAML may override the main one's description.
-
-    ``span`` is the device's range already narrowed by the tool's min/max: a
-    tool without bounds offers exactly its device's.
-    """
-    what = device_text or t.device
-    custom = t.parameter_description
-    verb = t.verb
-    if verb == "set":
-        return (
-            Param("on", "BOOLEAN", custom or f"true switches {what} on, false switches it off."),
-        )
-    if verb == "value" and span is not None:
-        low, high = span.low, span.high
-        if low > 0:
-            lowest = f"0 is off, otherwise {low:g} is the lowest allowed"
-        else:
-            lowest = f"{low:g} is the lowest allowed"
-        text = custom or f"Level of {what}: {lowest}, {high:g} the highest."
-        return (Param("value", "NUMBER", text, minimum=low, maximum=high, zero_ok=True),)
-    if verb == "angle" and span is not None:
-        low, high = span.low, span.high
-        text = custom or f"Angle of {what} in degrees, {low:g} to {high:g}."
-        return (Param("angle", "NUMBER", text, minimum=low, maximum=high),)
-    if verb in ("blink", "pulse"):
-        top = max(BLINK_PERIOD_S[0], min(BLINK_PERIOD_S[1], t.max_duration_s))
-        period = min(DEFAULT_PERIOD_S, top)
-        count = max(1, min(3, t.max_count, int(t.max_duration_s / period)))
-        return (
-            Param(
-                "count",
-                "INTEGER",
-                custom or f"How many times to {verb}.",
-                required=False,
-                minimum=1,
-                maximum=t.max_count,
-                default=count,
-            ),
-            Param(
-                "period_s",
-                "NUMBER",
-                f"Seconds per {verb} (on and off together).",
-                required=False,
-                minimum=BLINK_PERIOD_S[0],
-                maximum=top,
-                default=period,
-            ),
-        )
-    return ()
+FINISH_MARGIN_S = 0.05  # a blink's final report waits this much past its nominal end
 
 
 @dataclass
 class _Builtin:
-    declaration: dict[str, Any]
+    declaration: dict[str, Any]  # without ``behavior``: that is sent per model
     handler: Callable[[dict], dict]
     timeout_s: float
+    behavior: str = "BLOCKING"
 
 
 class ToolBox:
@@ -285,7 +98,7 @@ class ToolBox:
             span = devices.bounds(t.device)
             if span is not None:
                 span = span.narrow(t.min, t.max)
-            tool = Tool(t, settings.kind, _params_for(t, span, settings.description))
+            tool = Tool(t, settings.kind, params_for(t, span, settings.description))
             try:
                 check_declaration(tool.declaration())
             except ValueError as exc:
@@ -304,11 +117,31 @@ class ToolBox:
     def tool(self, name: str) -> Tool:
         return self._tools[name]
 
-    def function_declarations(self) -> list[dict]:
-        """What goes into ``setup.tools[0].functionDeclarations``."""
+    def function_declarations(self, model: str | None = None) -> list[dict]:
+        """What goes into ``setup.tools[0].functionDeclarations`` for ``model``.
+
+        ``behavior`` is declared only to a model that takes it (pi_agent.models);
+        3.8 treats a function without it as NON_BLOCKING, so there every tool
+        says which it is.
+        """
         out = [t.declaration() for t in self._tools.values()]
         out += [dict(b.declaration) for b in self._builtins.values()]
+        if capabilities(model).non_blocking:
+            for decl in out:
+                decl["behavior"] = self.behavior(decl["name"])
         return out
+
+    def behavior(self, name: str) -> str:
+        """BLOCKING or NON_BLOCKING (an unknown name: BLOCKING)."""
+        if name in self._builtins:
+            return self._builtins[name].behavior
+        tool = self._tools.get(name)
+        return tool.behavior if tool is not None else "BLOCKING"
+
+    def scheduling(self, name: str) -> str:
+        """SILENT, WHEN_IDLE or INTERRUPT: how a NON_BLOCKING result enters the conversation."""
+        tool = self._tools.get(name)
+        return tool.settings.scheduling.upper() if tool is not None else "WHEN_IDLE"
 
     def add_builtin(
         self,
@@ -319,14 +152,19 @@ class ToolBox:
     ) -> None:
         """Register a Python tool; ``handler(args)`` checks its own args.
 
-        It returns the response object (``{"result": ...}`` / ``{"error": ...}``,
-        or a bare dict that becomes the result) and may raise to report an error.
+        It returns a result in the shape above (``{"status": ...}``, passed
+        through), or the older ``{"result": ...}`` / ``{"error": ...}`` or a bare
+        dict, which are put into that shape; it may raise to report an error.
+        A ``behavior`` in the declaration is kept (default BLOCKING) and sent to
+        the models that take it.
         """
         check_declaration(declaration)
         name = declaration["name"]
         if name in self._tools or name in self._builtins:
             raise ValueError(f"a tool named {name!r} already exists")
-        self._builtins[name] = _Builtin(dict(declaration), handler, timeout_s)
+        decl = dict(declaration)
+        behavior = decl.pop("behavior", "BLOCKING")
+        self._builtins[name] = _Builtin(decl, handler, timeout_s, behavior)
 
     def is_builtin(self, name: str) -> bool:
         return name in self._builtins
@@ -351,25 +189,36 @@ class ToolBox:
         """Checked, typed, defaulted args; ToolError says exactly what is allowed."""
         if name in self._builtins:
             if args is not None and not isinstance(args, dict):
-                raise ToolError(f"the arguments of {name} must be an object")
+                raise Refused(f"the arguments of {name} must be an object")
             return dict(args or {})
         tool = self._tools.get(name)
         if tool is None:
             known = ", ".join(self.names) or "none"
-            raise ToolError(f"unknown tool {name!r}; available tools: {known}")
+            raise Refused(
+                f"unknown tool {name!r}; available tools: {known}", valid_options=self.names
+            )
         if args is None:
             args = {}
         if not isinstance(args, dict):
-            raise ToolError(f"the arguments of {name} must be an object; {tool.signature()}")
-        allowed = {p.name for p in tool.params}
-        extra = sorted(set(args) - allowed)
+            raise Refused(
+                f"the arguments of {name} must be an object; {tool.signature()}",
+                hint=tool.signature(),
+            )
+        allowed = [p.name for p in tool.params]
+        extra = sorted(set(args) - set(allowed))
         if extra:
-            raise ToolError(f"unexpected argument {extra[0]!r} for {name}; {tool.signature()}")
+            raise Refused(
+                f"unexpected argument {extra[0]!r} for {name}; {tool.signature()}",
+                valid_options=allowed,
+            )
         out: dict[str, Any] = {}
         for p in tool.params:
             if p.name not in args or args[p.name] is None:
                 if p.required:
-                    raise ToolError(f"missing argument {p.name!r} for {name}; {tool.signature()}")
+                    raise Refused(
+                        f"missing argument {p.name!r} for {name}; {tool.signature()}",
+                        hint=tool.signature(),
+                    )
                 out[p.name] = p.default
             else:
                 out[p.name] = p.check(name, args[p.name])
@@ -377,9 +226,11 @@ class ToolBox:
             total = out["count"] * out["period_s"]
             limit = tool.settings.max_duration_s
             if total > limit + 1e-9:
-                raise ToolError(
+                raise Refused(
                     f"count × period_s = {out['count']} × {out['period_s']:g} s = {total:g} s is "
-                    f"longer than the {limit:g} s {name} allows"
+                    f"longer than the {limit:g} s {name} allows",
+                    allowed_range={"min": 0, "max": limit, "unit": "seconds"},
+                    hint="ask for fewer times or a shorter period_s",
                 )
         return out
 
@@ -394,7 +245,7 @@ class ToolBox:
         tool = self._tools[name]
         s = tool.settings
         state = self.devices.apply(tool.device, tool.verb, args, limit=(s.min, s.max))
-        return {"device": tool.device, **state}
+        return ok_result(device=tool.device, **state)
 
     def rate_limit_per_min(self, device: str) -> int | None:
         """Tightest ``rate_limit_per_min`` of any tool on ``device`` (None: no limit)."""
@@ -406,11 +257,19 @@ class ToolBox:
         return min(values) if values else None
 
     def run_builtin(self, name: str, args: Any) -> dict[str, Any]:
-        """Call a built-in handler and shape its answer into a response object."""
+        """Call a built-in handler and put its answer into the one result shape."""
         answer = self._builtins[name].handler(args)
-        if isinstance(answer, dict) and answer and set(answer) <= {"result", "error"}:
+        if isinstance(answer, dict) and set(answer) == {"result"}:
+            answer = answer["result"]  # parts.py wraps the timers' results
+            if not isinstance(answer, dict):
+                return ok_result(value=answer)
+        elif isinstance(answer, dict) and set(answer) == {"error"}:
+            return error_result(str(answer["error"]))
+        if not isinstance(answer, dict):
+            return ok_result(value=answer)
+        if "status" in answer:
             return answer
-        return {"result": answer if isinstance(answer, dict) else {"value": answer}}
+        return ok_result(**answer)
 
 
 # --------------------------------------------------------------------------- runner
@@ -430,6 +289,7 @@ class _Call:
     undo: bool = False
     generation: int = -1  # the device's change count right after this call
     background_until: float | None = None  # a blink/pulse ends then (time.monotonic)
+    continues: bool = False  # its final result is still to be reported (willContinue)
 
 
 class ToolRunner(Worker):
@@ -440,8 +300,13 @@ class ToolRunner(Worker):
     thread waits on for at most the tool's ``timeout_s``, so a hung handler
     (a camera, say) costs an error response, not the runner. ``on_response``
     gets exactly one FunctionResponse per call that was not cancelled, on the
-    tool thread. Every device action, auto-off and undo holds one lock, so
-    they never interleave.
+    tool thread (a NON_BLOCKING blink or pulse: one with ``willContinue`` when
+    it starts and the final one when it has finished, unless cancelled). Every
+    device action, auto-off and undo holds one lock, so they never interleave.
+
+    What ``on_response`` gets: ``{"id", "name", "response": <result>,
+    "behavior": "BLOCKING" | "NON_BLOCKING"}``, plus ``"scheduling"`` for a
+    NON_BLOCKING call and ``"willContinue": True`` on a first report.
 
     Auto-off is a timer per device (the shortest ``auto_off_s`` of its tools),
     restarted by every call that leaves the device on; it fires whether or not
@@ -474,6 +339,7 @@ class ToolRunner(Worker):
         self._rates: dict[str, deque[float]] = {}
         self._generation: dict[str, int] = {}
         self._auto_off: dict[str, threading.Timer] = {}
+        self._finishing: dict[str, threading.Timer] = {}  # call id -> its final report
         self._closed = False
 
     # -- agent thread
@@ -547,9 +413,10 @@ class ToolRunner(Worker):
                 recent.popleft()
             if limit is not None and len(recent) >= limit:
                 wait = math.ceil(60 - (now - recent[0]))
-                raise ToolError(
+                raise Refused(
                     f"rate limit: {device} may be commanded at most {limit} times a minute; "
-                    f"try again in {wait} s"
+                    f"try again in {wait} s",
+                    retry_after_s=wait,
                 )
             state = self.devices.apply(device, verb, args)
             if verb == "read":
@@ -573,6 +440,9 @@ class ToolRunner(Worker):
         """Stop the thread, then switch auto-off devices off and cancel their timers."""
         with self._lock:
             self._closed = True
+            finishing, self._finishing = self._finishing, {}
+        for timer in finishing.values():
+            timer.cancel()
         try:
             super().stop(timeout)
         finally:
@@ -591,6 +461,8 @@ class ToolRunner(Worker):
             try:
                 if kind == "call":
                     self._handle(item)
+                elif kind == "finish":
+                    self._finish(item)
                 elif kind == "revert":
                     self._revert(item)
                 elif kind == "arm":
@@ -613,7 +485,7 @@ class ToolRunner(Worker):
             response = self._execute(call)
         except Exception as exc:  # a bug must still produce an answer
             log.exception("tool %s crashed", call.name)
-            response = {"error": f"{call.name} failed: {exc}"}
+            response = error_result(f"{call.name} failed: {exc}")
         with self._lock:
             self._running = None
             cancelled = call.cancelled
@@ -625,7 +497,58 @@ class ToolRunner(Worker):
             log.info("tool call %s (%s) cancelled; no response sent", call.id, call.name)
             self._revert(call)
             return
-        call_logged(self._on_response, {"id": call.id, "name": call.name, "response": response})
+        report = self._report(call, response)
+        if report.get("willContinue"):
+            self._finish_later(call)
+        call_logged(self._on_response, report)
+
+    def _report(self, call: _Call, result: dict[str, Any], *, final: bool = False) -> dict:
+        """What ``on_response`` gets: the result and how the model should take it."""
+        behavior = self.toolbox.behavior(call.name)
+        report = {"id": call.id, "name": call.name, "response": result, "behavior": behavior}
+        if behavior != "NON_BLOCKING":
+            return report
+        scheduling = self.toolbox.scheduling(call.name)
+        if result.get("status") == "error" and scheduling == "SILENT":
+            scheduling = "WHEN_IDLE"  # a failure is never kept from the user
+        report["scheduling"] = scheduling
+        running = call.background_until is not None and result.get("status") == "ok"
+        if running and not final:
+            call.continues = True
+            report.update(scheduling="SILENT", willContinue=True)  # nothing to say yet
+        return report
+
+    def _finish_later(self, call: _Call) -> None:
+        """Report the end of a NON_BLOCKING blink or pulse once its time is up."""
+        delay = max(0.0, (call.background_until or 0.0) - time.monotonic()) + FINISH_MARGIN_S
+        timer = threading.Timer(delay, lambda: self._jobs.put(("finish", call)))
+        timer.name = "pi-agent-tool-done"
+        timer.daemon = True
+        with self._lock:
+            if self._closed:
+                return
+            self._finishing[call.id] = timer
+        timer.start()
+
+    def _finish(self, call: _Call) -> None:
+        """The final report of a call that said ``willContinue`` (not if it was cancelled)."""
+        device = call.device
+        with self._lock:
+            self._finishing.pop(call.id, None)
+            if call.cancelled or not call.continues or device is None:
+                return
+            call.continues = False
+        with self._gpio:
+            try:
+                state = self.devices.state(device)
+            except Exception as exc:  # the devices are closing
+                result = error_result(f"{call.name} could not read {device}: {exc}")
+            else:
+                result = ok_result(device=device, finished=True, **state)
+                if self._generation.get(device, 0) != call.generation:
+                    result["finished"] = False
+                    result["note"] = f"{device} was changed by a later command before this ended"
+        call_logged(self._on_response, self._report(call, result, final=True))
 
     def _execute(self, call: _Call) -> dict[str, Any]:
         box = self.toolbox
@@ -633,16 +556,16 @@ class ToolRunner(Worker):
         try:
             args = box.validate(name, call.args)
         except ToolError as exc:
-            return {"error": str(exc)}
+            return error_from(exc)
         if box.is_builtin(name):
             return self._with_timeout(call, lambda: box.run_builtin(name, args), name)
         tool = box.tool(name)
         refusal = self._rate_limited(tool)
-        if refusal:
-            return {"error": refusal}
-        return self._with_timeout(call, lambda: {"result": self._act(call, tool, args)}, name)
+        if refusal is not None:
+            return refusal.result()
+        return self._with_timeout(call, lambda: self._act(call, tool, args), name)
 
-    def _rate_limited(self, tool: Tool) -> str | None:
+    def _rate_limited(self, tool: Tool) -> Refused | None:
         limit = tool.settings.rate_limit_per_min
         if limit is None:
             return None
@@ -651,10 +574,12 @@ class ToolRunner(Worker):
         while recent and now - recent[0] >= 60:
             recent.popleft()
         if len(recent) >= limit:
-            wait = 60 - (now - recent[0])
-            return (
+            wait = math.ceil(60 - (now - recent[0]))
+            return Refused(
                 f"rate limit: {tool.name} may run at most {limit} times a minute; "
-                f"try again in {math.ceil(wait)} s"
+                f"try again in {wait} s",
+                retry_after_s=wait,
+                hint="tell the user it will work again shortly",
             )
         recent.append(now)
         return None
@@ -668,10 +593,10 @@ class ToolRunner(Worker):
             try:
                 box["value"] = work()
             except ToolError as exc:
-                box["value"] = {"error": str(exc)}
+                box["value"] = error_from(exc)
             except Exception as exc:
                 log.warning("tool %s failed: %s", name, exc, exc_info=True)
-                box["value"] = {"error": f"{name} failed: {exc}"}
+                box["value"] = error_result(f"{name} failed: {exc}")
             finally:
                 done.set()
 
@@ -679,10 +604,16 @@ class ToolRunner(Worker):
         deadline = time.monotonic() + timeout
         while not done.wait(min(0.05, max(deadline - time.monotonic(), 0.001))):
             if self.stopping.is_set():
-                return {"error": f"{name} was interrupted: the agent is stopping"}
+                return error_result(
+                    f"{name} was interrupted: the agent is stopping", retryable=True
+                )
             if time.monotonic() >= deadline:
                 log.error("tool %s timed out after %.1f s", name, timeout)
-                return {"error": f"{name} timed out after {timeout:g} s"}
+                return error_result(
+                    f"{name} timed out after {timeout:g} s",
+                    retryable=True,
+                    hint="try once more; if it times out again, tell the user",
+                )
         return box["value"]
 
     def _act(self, call: _Call, tool: Tool, args: dict[str, Any]) -> dict[str, Any]:
@@ -772,9 +703,11 @@ class ToolRunner(Worker):
 __all__ = [
     "SCHEMA_KEYS",
     "Param",
+    "Refused",
     "Tool",
     "ToolBox",
     "ToolRunner",
     "check_declaration",
     "check_schema",
+    "error_from",
 ]

@@ -203,7 +203,7 @@ class FakeDevices:
 
 
 class FakeToolbox:
-    def function_declarations(self) -> list:
+    def function_declarations(self, model: str | None = None) -> list:
         return []
 
 

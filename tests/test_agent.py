@@ -97,7 +97,7 @@ def test_agent_tool_call_switches_a_pin_and_answers_with_its_id(server, tmp_path
         call = server.sent_messages("toolCall")[0].message["toolCall"]["functionCalls"][0]
         response = server.tool_response(call["id"])
         assert response["name"] == "set_lamp"
-        assert response["response"]["result"]["on"] is True
+        assert response["response"]["status"] == "ok" and response["response"]["on"] is True
         assert run.status()["counters"]["tool_calls"] == 1
         lamp = run.factory.pin(23)
     # Shutdown drives the safe value (off = high for this active-low relay), then close()
@@ -120,7 +120,7 @@ def test_agent_bad_tool_args_get_an_error_response_and_move_nothing(server, tmp_
     calls = [
         m.message["toolCall"]["functionCalls"][0]["id"] for m in server.sent_messages("toolCall")
     ]
-    errors = [server.tool_response(i)["response"]["error"] for i in calls]
+    errors = [server.tool_response(i)["response"]["reason"] for i in calls]
     assert errors[0] == "argument 'on' of set_lamp must be true or false, not 'yes please'"
     assert "open_the_door" in errors[1]
 

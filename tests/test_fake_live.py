@@ -510,7 +510,7 @@ def test_fake_live_tool_call_round_trip(server):
     assert "inputTranscription" in recv(ws)["serverContent"]
     call = recv(ws)["toolCall"]["functionCalls"][0]
     assert (call["name"], call["args"]) == ("set_light", {"on": True})
-    response = {"id": call["id"], "name": "set_light", "response": {"result": "ok"}}
+    response = {"id": call["id"], "name": "set_light", "response": {"status": "ok", "on": True}}
     send(ws, {"toolResponse": {"functionResponses": [response]}})
     turn = read_turn(ws)
     assert turn[0]["serverContent"]["outputTranscription"] == {"text": "Done."}
@@ -542,6 +542,196 @@ def test_fake_live_bad_tool_response(server, response, code, reason):
     send(ws, {"toolResponse": {"functionResponses": [response]}})
     assert recv_close(ws) == (code, reason)
     ws.close()
+
+
+# --- 3.8 tool semantics: NON_BLOCKING, scheduling, re-calls, interactionStatus ------------------
+
+
+def tool_setup(behavior: str | None = None, model: str = MODEL) -> dict[str, Any]:
+    decl: dict[str, Any] = {"name": "set_light", "description": "Switch the light."}
+    if behavior:
+        decl["behavior"] = behavior
+    return {**PTT_SETUP, "model": model, "tools": [{"functionDeclarations": [decl]}]}
+
+
+def said(messages: list[dict[str, Any]]) -> str:
+    return "".join(
+        m["serverContent"].get("outputTranscription", {}).get("text", "")
+        for m in messages
+        if "serverContent" in m
+    )
+
+
+def answer(ws, call: dict[str, Any], result: dict[str, Any], **extra: Any) -> None:
+    response = {"id": call["id"], "name": call["name"], "response": result, **extra}
+    send(ws, {"toolResponse": {"functionResponses": [response]}})
+
+
+def first_call(ws) -> dict[str, Any]:
+    press(ws)
+    assert "inputTranscription" in recv(ws)["serverContent"]
+    return recv(ws)["toolCall"]["functionCalls"][0]
+
+
+OK = {"status": "ok", "on": True}
+
+
+@pytest.mark.parametrize("behavior", [None, "NON_BLOCKING"])
+def test_fake_live_3_8_non_blocking_talks_on_then_speaks_when_idle(server, behavior):
+    server.replies.append(Reply("The light is on.", tool_calls=[("set_light", {"on": True})]))
+    ws = start(server, tool_setup(behavior))
+    call = first_call(ws)
+    interim = read_turn(ws)  # the model keeps talking while the tool runs
+    assert said(interim) == "Let me do that."
+    assert interim[-1]["serverContent"] == {"turnComplete": True}
+    assert "sessionResumptionUpdate" in recv(ws)
+    answer(ws, call, OK, scheduling="WHEN_IDLE")
+    after = read_turn(ws)  # a model turn of its own once the result is in
+    assert said(after) == "The light is on."
+    assert after[-2] == {"serverContent": {"generationComplete": True}}
+    assert server.wait_for(lambda s: s.counters["turns"] == 2, TIMEOUT)
+    assert server.counters["tool_recalls"] == 0
+    ws.close()
+
+
+def test_fake_live_3_8_blocking_declared_holds_the_turn(server):
+    server.replies.append(Reply("The light is on.", tool_calls=[("set_light", {"on": True})]))
+    ws = start(server, tool_setup("BLOCKING"))
+    call = first_call(ws)
+    answer(ws, call, OK)
+    turn = read_turn(ws)
+    assert said(turn) == "The light is on."  # no interim: it waited for the result
+    assert server.wait_for(lambda s: s.counters["turns"] == 1, TIMEOUT)
+    ws.close()
+
+
+def test_fake_live_3_8_interrupt_cuts_the_output_being_streamed(server):
+    reply = Reply("The light is on.", tool_calls=[("set_light", {"on": True})], pace=1.0)
+    reply.interim = "Let me do that, it may take a little while."  # ~2.6 s in real time
+    server.replies.append(reply)
+    ws = start(server, tool_setup())
+    call = first_call(ws)
+    assert "modelTurn" in recv(ws)["serverContent"]  # the interim is being spoken
+    answer(ws, call, OK, scheduling="INTERRUPT")
+    cut = read_turn(ws)
+    assert cut[-2:] == [
+        {"serverContent": {"interrupted": True}},
+        {"serverContent": {"turnComplete": True}},
+    ]
+    assert len(cut) < 10, "cut short, not played out"
+    assert "sessionResumptionUpdate" in recv(ws)
+    assert said(read_turn(ws)) == "The light is on."
+    assert server.counters["preempted"] == 1 and server.counters["interrupted"] == 0
+    ws.close()
+
+
+def test_fake_live_3_8_silent_result_says_nothing(server):
+    server.replies.extend(
+        [Reply("The light is on.", tool_calls=[("set_light", {"on": True})]), "Next answer."]
+    )
+    ws = start(server, tool_setup())
+    call = first_call(ws)
+    read_turn(ws)
+    assert "sessionResumptionUpdate" in recv(ws)
+    answer(ws, call, OK, scheduling="SILENT")
+    assert server.wait_for(lambda s: s.counters["tool_responses"] == 1, TIMEOUT)
+    press(ws)  # the next thing heard is the answer to the next question
+    turn = read_turn(ws)
+    assert said(turn) == "Next answer."
+    ws.close()
+
+
+def test_fake_live_3_8_will_continue_keeps_the_call_open(server):
+    server.replies.append(Reply("It has finished.", tool_calls=[("set_light", {"on": True})]))
+    ws = start(server, tool_setup())
+    call = first_call(ws)
+    read_turn(ws)
+    assert "sessionResumptionUpdate" in recv(ws)
+    answer(ws, call, {"status": "ok", "blinking": True}, scheduling="SILENT", willContinue=True)
+    answer(ws, call, {"status": "ok", "finished": True}, scheduling="WHEN_IDLE")
+    assert said(read_turn(ws)) == "It has finished."
+    assert server.counters["tool_responses"] == 2
+    answer(ws, call, OK)  # the call is closed now
+    assert recv_close(ws) == (1008, "Requested entity was not found.")
+    ws.close()
+
+
+@pytest.mark.parametrize("behavior", ["BLOCKING", "NON_BLOCKING"])
+@pytest.mark.parametrize(
+    ("result", "recalls"),
+    [
+        ({"result": "ok"}, 2),  # no status: called twice more, then given up
+        ({"error": "no such light"}, 2),
+        ({"status": "error", "reason": "no such light"}, 2),  # retryable missing
+        ({"status": "error", "reason": "no such light", "retryable": False}, 0),
+        (OK, 0),
+    ],
+    ids=["bare-result", "bare-error", "half-error", "informative-error", "ok"],
+)
+def test_fake_live_3_8_recalls_a_tool_whose_result_is_not_informative(
+    server, behavior, result, recalls
+):
+    server.replies.append(Reply("Done.", tool_calls=[("set_light", {"on": True})]))
+    ws = start(server, tool_setup(behavior))
+    call = first_call(ws)
+    ids, heard = [call["id"]], ""
+    answer(ws, call, result)
+    while True:  # answer every call alike until the model says its answer
+        message = recv(ws)
+        if "toolCall" in message:
+            call = message["toolCall"]["functionCalls"][0]
+            assert (call["name"], call["args"]) == ("set_light", {"on": True})
+            ids.append(call["id"])
+            answer(ws, call, result)
+        heard += said([message])
+        if message.get("serverContent", {}).get("turnComplete") and heard.endswith("Done."):
+            break
+    assert len(ids) == recalls + 1
+    assert server.counters["tool_recalls"] == recalls
+    assert server.counters["tool_calls"] == recalls + 1
+    ws.close()
+
+
+def test_fake_live_extended_thinking_reports_in_progress_until_idle(server):
+    light = Reply("The light is on.", tool_calls=[("set_light", {"on": True})])
+    server.replies.extend([light, light, "No tools."])
+    ws = start(server, tool_setup(model="models/gemini-3.8-live-extended-thinking"))
+    call = first_call(ws)
+    done = {"turnComplete": True, "interactionStatus": "IN_PROGRESS"}
+    assert read_turn(ws)[-1]["serverContent"] == done  # the call still runs
+    assert "sessionResumptionUpdate" in recv(ws)
+    answer(ws, call, OK)  # no scheduling: WHEN_IDLE
+    after = read_turn(ws)
+    assert said(after) == "The light is on."
+    assert after[-1]["serverContent"]["interactionStatus"] == "IDLE"
+    assert "sessionResumptionUpdate" in recv(ws)
+
+    call = first_call(ws)
+    assert read_turn(ws)[-1]["serverContent"] == done
+    assert "sessionResumptionUpdate" in recv(ws)
+    answer(ws, call, OK, scheduling="SILENT")
+    assert recv(ws) == {"serverContent": {"interactionStatus": "IDLE"}}  # nothing said
+
+    press(ws)
+    turn = read_turn(ws)
+    assert said(turn) == "No tools."
+    assert turn[-1]["serverContent"]["interactionStatus"] == "IDLE"
+    ws.close()
+
+
+def test_fake_live_3_1_holds_the_turn_and_never_recalls(server):
+    server.replies.append(Reply("Done.", tool_calls=[("set_light", {"on": True})]))
+    ws = start(server, tool_setup(model="models/gemini-3.1-flash-live-preview"))
+    call = first_call(ws)
+    answer(ws, call, {"result": "ok"})  # not informative, but 3.1 takes it
+    turn = read_turn(ws)
+    assert said(turn) == "Done." and turn[-1]["serverContent"] == {"turnComplete": True}
+    assert server.counters["tool_recalls"] == 0 and server.counters["tool_calls"] == 1
+    ws.close()
+    closed_with = setup_close(
+        server, tool_setup("NON_BLOCKING", model="models/gemini-3.1-flash-live-preview")
+    )
+    assert closed_with == (1007, "Request contains an invalid argument.")
 
 
 # --- interruption, goAway, drops ----------------------------------------------------------------
@@ -763,6 +953,7 @@ def test_fake_live_fidelity_with_official_sdk():
                         types.FunctionDeclaration(
                             name="set_light",
                             description="Turn the LED on or off.",
+                            behavior=types.Behavior.BLOCKING,
                             parameters=types.Schema(
                                 type="OBJECT",
                                 properties={"on": types.Schema(type="BOOLEAN")},
@@ -814,7 +1005,7 @@ def test_fake_live_fidelity_with_official_sdk():
                             await session.send_tool_response(
                                 function_responses=[
                                     types.FunctionResponse(
-                                        id=call.id, name=call.name, response={"result": "ok"}
+                                        id=call.id, name=call.name, response={"status": "ok"}
                                     )
                                 ]
                             )
@@ -844,7 +1035,7 @@ def test_fake_live_fidelity_with_official_sdk():
     assert got["said"] == "Hello there."
     call_id = got["calls"][0][0]
     assert got["calls"] == [(call_id, "set_light", {"on": True})]
-    assert srv.tool_response(call_id)["response"] == {"result": "ok"}
+    assert srv.tool_response(call_id)["response"] == {"status": "ok"}
     assert srv.audio_bytes() == PCM
     assert [(m.kind, m.sub) for m in srv.messages()] == [
         ("setup", None),

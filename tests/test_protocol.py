@@ -470,8 +470,8 @@ def test_protocol_parse_go_away_durations():
 
 def test_protocol_interaction_status_and_session_id():
     assert p.parse(srv({"serverContent": {"interactionStatus": "IDLE", "turnComplete": True}})) == [
-        p.TurnComplete(),
         p.InteractionStatus("IDLE"),
+        p.TurnComplete(),
     ]
     assert p.parse(srv({"serverContent": {"interaction_status": "IN_PROGRESS"}})) == [
         p.InteractionStatus("IN_PROGRESS")

@@ -15,13 +15,17 @@ from types import SimpleNamespace
 
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pi_agent.config import _VERBS_BY_KIND, GpioSettings, load_config, parse_config, replace
 from pi_agent.devices import Devices
 from pi_agent.errors import BoundsError, ClosedError, ConfigError, ToolError
-from pi_agent.tools import SCHEMA_KEYS, ToolBox, ToolRunner, check_declaration
+from pi_agent.models import MODELS, capabilities, informative, response_fields
+from pi_agent.tools import SCHEMA_KEYS, ToolBox, ToolRunner, check_declaration, error_from
 
 TIMEOUT = 5.0
+REPORT_KEYS = {"id", "name", "response", "behavior", "scheduling", "willContinue"}
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "examples" / "gpio.yaml"
 
 DEVICES = {
@@ -94,6 +98,15 @@ class Responses:
         with self.cond:
             return [r["id"] for r in self.items]
 
+    def all(self, call_id: str, n: int, timeout: float = TIMEOUT) -> list[dict]:
+        """The first ``n`` reports for ``call_id`` (a willContinue call has two)."""
+        with self.cond:
+            found = self.cond.wait_for(
+                lambda: sum(r["id"] == call_id for r in self.items) >= n, timeout
+            )
+            assert found, f"fewer than {n} reports for {call_id}"
+            return [r for r in self.items if r["id"] == call_id][:n]
+
 
 class FakeClock:
     def __init__(self):
@@ -130,9 +143,12 @@ def make_kit(factory):
             runner.submit(call_id, name, {} if args is None else args)
             response = responses.wait(call_id)
             assert response["name"] == name
-            assert set(response) == {"id", "name", "response"}
-            assert len(response["response"]) == 1
-            return response["response"]
+            assert set(response) <= REPORT_KEYS, set(response) - REPORT_KEYS
+            result = response["response"]
+            assert result["status"] in ("ok", "error"), result
+            if result["status"] == "error":
+                assert isinstance(result["reason"], str) and isinstance(result["retryable"], bool)
+            return result
 
         return SimpleNamespace(
             devices=devs, box=box, runner=runner, responses=responses, call=call, ids=ids
@@ -142,6 +158,10 @@ def make_kit(factory):
     for runner, devs in made:
         runner.stop()
         devs.close()
+
+
+def status(result: dict) -> str:
+    return result["status"]
 
 
 def wait_for(predicate, timeout: float = TIMEOUT) -> bool:
@@ -283,26 +303,26 @@ def test_tools_on_off_toggle_set_on_every_switchable_kind(make_kit, factory):
     kit = make_kit()
     for dev in SWITCHABLE:
         assert pin_values(factory, dev) == lit(dev, 0), dev
-        result = kit.call(f"{dev}_on")["result"]
+        result = kit.call(f"{dev}_on")
         assert pin_values(factory, dev) == lit(dev, 1), dev
         assert result["device"] == dev and result["on"] is True
-        assert kit.call(f"{dev}_off")["result"]["on"] is False
+        assert kit.call(f"{dev}_off")["on"] is False
         assert pin_values(factory, dev) == lit(dev, 0), dev
         kit.call(f"{dev}_toggle")
         assert pin_values(factory, dev) == lit(dev, 1), dev
         kit.call(f"{dev}_toggle")
         assert pin_values(factory, dev) == lit(dev, 0), dev
-        assert kit.call(f"{dev}_set", {"on": True})["result"]["on"] is True
+        assert kit.call(f"{dev}_set", {"on": True})["on"] is True
         assert pin_values(factory, dev) == lit(dev, 1), dev
         kit.call(f"{dev}_set", {"on": False})
         assert pin_values(factory, dev) == lit(dev, 0), dev
-        assert kit.call(f"{dev}_read")["result"]["on"] is False
+        assert kit.call(f"{dev}_read")["on"] is False
 
 
 def test_tools_value_on_pwm_kinds(make_kit, factory):
     kit = make_kit()
     for dev in ("dimmer", "fan", "rgb"):
-        result = kit.call(f"{dev}_value", {"value": 0.25})["result"]
+        result = kit.call(f"{dev}_value", {"value": 0.25})
         assert pin_values(factory, dev) == pytest.approx(lit(dev, 0.25)), dev
         if dev == "rgb":
             assert result["color"] == [0.25, 0.25, 0.25]
@@ -318,7 +338,7 @@ def test_tools_max_caps_value_and_on(make_kit, factory):
         {"name": "dim_on", "description": "d", "device": "dimmer", "verb": "on", "max": 0.6},
     ]
     kit = make_kit(tools=tools)
-    error = kit.call("dim", {"value": 0.7})["error"]
+    error = kit.call("dim", {"value": 0.7})["reason"]
     assert error == "argument 'value' of dim is 0.7, outside the allowed 0 to 0.6"
     assert pin_values(factory, "dimmer") == [0.0]
     kit.call("dim_on")
@@ -331,7 +351,7 @@ def test_tools_blink_every_kind_that_blinks(make_kit, factory):
     for dev in blinkers:
         factory.pin(PINS[dev][0]).clear_states()
     for dev in blinkers:
-        result = kit.call(f"{dev}_blink", {"count": 2, "period_s": 0.2})["result"]
+        result = kit.call(f"{dev}_blink", {"count": 2, "period_s": 0.2})
         assert result["blinking"] is True
         assert result["count"] == 2 and result["duration_s"] == 0.4
     for dev in blinkers:
@@ -347,7 +367,7 @@ def test_tools_pulse_fades_up_and_down(make_kit, factory):
     kit = make_kit()
     for dev in ("dimmer", "fan", "rgb"):
         factory.pin(PINS[dev][0]).clear_states()
-        result = kit.call(f"{dev}_pulse", {"count": 1, "period_s": 0.4})["result"]
+        result = kit.call(f"{dev}_pulse", {"count": 1, "period_s": 0.4})
         assert result["pulsing"] is True and result["duration_s"] == 0.4
     for dev in ("dimmer", "fan", "rgb"):
         pin = factory.pin(PINS[dev][0])
@@ -367,23 +387,23 @@ def test_tools_pulse_fades_up_and_down(make_kit, factory):
 
 def test_tools_angle_moves_the_servo_within_bounds(make_kit, factory):
     kit = make_kit()
-    assert kit.call("arm_angle", {"angle": 45})["result"] == {"device": "arm", "angle": 45.0}
+    assert kit.call("arm_angle", {"angle": 45}) == {"status": "ok", "device": "arm", "angle": 45.0}
     # 1-2 ms pulses in a 20 ms frame: 45 degrees = 1.75 ms = 8.75 % duty at 50 Hz
     assert factory.pin(19).frequency == 50
     assert factory.pin(19).state == pytest.approx(0.0875)
-    assert kit.call("arm_angle", {"angle": -90})["result"]["angle"] == -90.0
+    assert kit.call("arm_angle", {"angle": -90})["angle"] == -90.0
     assert factory.pin(19).state == pytest.approx(0.05)
-    assert kit.call("arm_read")["result"] == {"device": "arm", "angle": -90.0}
+    assert kit.call("arm_read") == {"status": "ok", "device": "arm", "angle": -90.0}
 
 
 def test_tools_read_inputs(make_kit, factory):
     kit = make_kit()
-    assert kit.call("door_read")["result"] == {"device": "door", "active": False}
+    assert kit.call("door_read") == {"status": "ok", "device": "door", "active": False}
     factory.pin(24).drive_low()
-    assert kit.call("door_read")["result"] == {"device": "door", "active": True}
+    assert kit.call("door_read") == {"status": "ok", "device": "door", "active": True}
     factory.pin(17).drive_low()
     try:
-        assert kit.call("talk_read")["result"] == {"device": "talk", "pressed": True}
+        assert kit.call("talk_read") == {"status": "ok", "device": "talk", "pressed": True}
     finally:
         factory.pin(17).drive_high()
 
@@ -427,7 +447,7 @@ def test_tools_bad_calls_get_precise_errors_and_move_nothing(make_kit, factory, 
     kit = make_kit()
     before = snapshot(factory)
     response = kit.call(name, args)
-    assert error in response["error"]
+    assert response["status"] == "error" and error in response["reason"]
     assert snapshot(factory) == before
     assert kit.runner.is_alive
     kit.call("door_read")  # and the runner still answers
@@ -439,7 +459,187 @@ def test_tools_error_for_unknown_tool_carries_its_id_and_name(make_kit):
     response = kit.responses.wait("abc-1")
     assert response["id"] == "abc-1"
     assert response["name"] == "no_such_tool"
-    assert response["response"]["error"].startswith("unknown tool 'no_such_tool'")
+    assert response["response"]["reason"].startswith("unknown tool 'no_such_tool'")
+
+
+@pytest.mark.parametrize(
+    "name, args, extra",
+    [
+        ("fly", {}, {"valid_options": "NAMES"}),
+        ("dimmer_value", {"value": 0.5, "speed": 2}, {"valid_options": ["value"]}),
+        ("plain_on", {"x": 1}, {"valid_options": []}),
+        ("relay_set", {"on": "yes"}, {"valid_options": [True, False]}),
+        ("dimmer_value", {"value": 1.5}, {"allowed_range": {"min": 0.0, "max": 1.0}}),
+        ("dimmer_value", {"value": "high"}, {"allowed_range": {"min": 0.0, "max": 1.0}}),
+        ("arm_angle", {"angle": 120}, {"allowed_range": {"min": -90.0, "max": 90.0,
+                                                        "unit": "degrees"}}),
+        ("plain_blink", {"count": 11}, {"allowed_range": {"min": 1, "max": 10, "unit": "times"}}),
+        ("plain_blink", {"period_s": 9}, {"allowed_range": {"min": 0.2, "max": 5.0,
+                                                           "unit": "seconds"}}),
+        ("plain_blink", {"count": 10, "period_s": 2},
+         {"allowed_range": {"min": 0, "max": 10.0, "unit": "seconds"},
+          "hint": "ask for fewer times or a shorter period_s"}),
+        ("dimmer_value", {}, {"hint": "it takes: value (number 0 to 1, required)"}),
+    ],
+)  # fmt: skip
+def test_tools_errors_say_what_would_be_accepted(make_kit, name, args, extra):
+    kit = make_kit()
+    result = kit.call(name, args)
+    if extra.get("valid_options") == "NAMES":
+        extra = {"valid_options": kit.box.names}
+    assert result == {"status": "error", "reason": result["reason"], "retryable": False, **extra}
+
+
+def test_tools_a_device_bound_becomes_an_allowed_range():
+    result = error_from(BoundsError("strip: value 0.9 is outside the allowed 0.1 to 0.8", 0.1, 0.8))
+    assert result["allowed_range"] == {"min": 0.1, "max": 0.8} and result["retryable"] is False
+    assert error_from(ToolError("nope")) == {
+        "status": "error",
+        "reason": "nope",
+        "retryable": False,
+    }
+
+
+JSON = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 200),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4),
+)
+
+
+def test_tools_every_result_is_informative_whatever_the_model_sends(make_kit):
+    """The property 3.8 needs not to call again: a status, and for an error a reason and
+    whether a retry can help, for any name and any arguments."""
+    kit = make_kit()
+    names = [*kit.box.names, "fly"]
+    keys = ["on", "value", "angle", "count", "period_s", "x"]
+
+    @settings(max_examples=80)
+    @given(
+        name=st.sampled_from(names),
+        args=st.one_of(st.none(), st.lists(JSON, max_size=2), st.dictionaries(
+            st.sampled_from(keys), JSON, max_size=3)),
+    )  # fmt: skip
+    def check(name, args):
+        result = kit.call(name, args)
+        assert informative(result), result
+        json.dumps(result, allow_nan=False)  # and sendable as it is
+
+    check()
+
+
+def test_tools_behavior_and_scheduling_per_verb_and_per_model(make_kit):
+    tools = [
+        *every_verb_tool(),
+        {"name": "slow_on", "description": "d", "device": "plain", "verb": "on",
+         "behavior": "non_blocking", "scheduling": "silent"},
+        {"name": "quick_blink", "description": "d", "device": "plain", "verb": "blink",
+         "behavior": "blocking"},
+    ]  # fmt: skip
+    kit = make_kit(tools=tools, start=False)
+    kit.box.add_builtin({"name": "look", "description": "Take a photo."}, lambda a: {})
+    kit.box.add_builtin(
+        {"name": "watch", "description": "d", "behavior": "NON_BLOCKING"}, lambda a: {}
+    )
+    for model in (
+        None,
+        "gemini-3.1-flash-live-preview",
+        "gemini-2.5-flash-native-audio-preview-12-2025",
+        "my-model",
+    ):
+        assert all("behavior" not in d for d in kit.box.function_declarations(model)), model
+    declared = {
+        d["name"]: d["behavior"] for d in kit.box.function_declarations("models/gemini-3.8-live")
+    }
+    long = {n for n, b in declared.items() if b == "NON_BLOCKING"}
+    assert long == {
+        n for n in declared if n.endswith(("_blink", "_pulse")) and n != "quick_blink"
+    } | {"slow_on", "watch"}
+    assert declared["look"] == declared["quick_blink"] == declared["dimmer_value"] == "BLOCKING"
+    assert kit.box.scheduling("slow_on") == "SILENT"
+    assert kit.box.scheduling("plain_blink") == kit.box.scheduling("look") == "WHEN_IDLE"
+    with pytest.raises(ValueError, match="behavior"):
+        check_declaration({"name": "x", "description": "d", "behavior": "SOMETIMES"})
+
+
+def test_tools_reports_carry_scheduling_only_for_non_blocking_calls(make_kit):
+    tools = [
+        {"name": "quiet_on", "description": "d", "device": "plain", "verb": "set",
+         "behavior": "non_blocking", "scheduling": "silent"},
+        {"name": "now_on", "description": "d", "device": "plain", "verb": "on",
+         "behavior": "non_blocking", "scheduling": "interrupt"},
+        {"name": "plain_on", "description": "d", "device": "plain", "verb": "on"},
+    ]  # fmt: skip
+    kit = make_kit(tools=tools)
+
+    def report(name, args):
+        call_id = f"r-{next(kit.ids)}"
+        kit.runner.submit(call_id, name, args)
+        return kit.responses.wait(call_id)
+
+    ok = report("quiet_on", {"on": True})
+    assert (ok["behavior"], ok["scheduling"]) == ("NON_BLOCKING", "SILENT")
+    failed = report("quiet_on", {"on": "maybe"})
+    assert failed["scheduling"] == "WHEN_IDLE", "a failure is never silent"
+    assert report("now_on", {})["scheduling"] == "INTERRUPT"
+    blocking = report("plain_on", {})
+    assert blocking["behavior"] == "BLOCKING" and "scheduling" not in blocking
+    for r in (ok, failed, blocking):
+        assert "willContinue" not in r
+
+
+def test_tools_a_non_blocking_blink_reports_when_it_starts_and_when_it_ends(make_kit, factory):
+    kit = make_kit()
+    kit.runner.submit("b-1", "relay_blink", {"count": 2, "period_s": 0.2})
+    first, final = kit.responses.all("b-1", 2)
+    assert first["willContinue"] is True and first["scheduling"] == "SILENT"
+    assert first["response"]["blinking"] is True and first["response"]["duration_s"] == 0.4
+    assert "willContinue" not in final and final["scheduling"] == "WHEN_IDLE"
+    assert final["response"] == {"status": "ok", "device": "relay", "finished": True, "on": False}
+    states = [float(s.state) for s in factory.pin(23).states]
+    assert states[-4:] == [0.0, 1.0, 0.0, 1.0], states  # on, off twice (active low)
+
+
+def test_tools_a_blink_cut_short_says_so_and_a_cancelled_one_says_nothing(make_kit):
+    kit = make_kit()
+    kit.runner.submit("b-1", "relay_blink", {"count": 2, "period_s": 0.5})
+    kit.responses.wait("b-1")
+    kit.call("relay_off")  # a later command stops it
+    _first, final = kit.responses.all("b-1", 2)
+    assert final["response"]["finished"] is False
+    assert "changed by a later command" in final["response"]["note"]
+
+    kit.runner.submit("c-1", "plain_blink", {"count": 1, "period_s": 0.4})
+    kit.responses.wait("c-1")
+    kit.runner.submit("d-1", "beeper_blink", {"count": 1, "period_s": 0.4})  # ends right after
+    kit.responses.wait("d-1")
+    assert kit.runner.cancel(["c-1"]) == ["c-1"]  # stopped (reverted) while it blinks
+    kit.responses.all("d-1", 2)  # c-1's final report was due first
+    assert kit.responses.ids().count("c-1") == 1
+
+
+def test_models_table_and_response_fields():
+    assert capabilities("models/gemini-3.8-live").non_blocking
+    assert capabilities("gemini-3.8-live-extended-thinking").interaction_status
+    assert capabilities("gemini-3.1-flash-live-preview").refuses_non_blocking
+    assert not capabilities("some-new-model").non_blocking
+    assert not capabilities(None).non_blocking
+    assert all(m in MODELS for m in ("gemini-3.8-live", "gemini-3.1-flash-live-preview"))
+    report = {"behavior": "NON_BLOCKING", "scheduling": "SILENT", "willContinue": True}
+    assert response_fields("gemini-3.8-live", report) == {
+        "scheduling": "SILENT",
+        "willContinue": True,
+    }
+    assert response_fields("gemini-3.1-flash-live-preview", report) == {}
+    assert response_fields("gemini-3.8-live", {**report, "behavior": "BLOCKING"}) == {}
+    assert response_fields("gemini-3.8-live", {"behavior": "NON_BLOCKING"}) == {}
+    assert informative({"status": "ok"}) and informative(
+        {"status": "error", "reason": "r", "retryable": True}
+    )
+    for bare in ({"result": 1}, {"error": "x"}, {"status": "error", "reason": "r"}, "ok", None):
+        assert not informative(bare), bare
 
 
 # --------------------------------------------------------------------------- safety
@@ -453,17 +653,18 @@ def test_tools_rate_limit_per_tool(make_kit, factory):
         {"name": "lamp_read", "description": "d", "device": "relay", "verb": "read"},
     ]  # fmt: skip
     kit = make_kit(tools=tools, clock=clock)
-    assert "result" in kit.call("lamp")
+    assert status(kit.call("lamp")) == "ok"
     clock.t += 30
-    assert "result" in kit.call("lamp")
+    assert status(kit.call("lamp")) == "ok"
     before = snapshot(factory)
     clock.t += 10
-    error = kit.call("lamp")["error"]
-    assert error == "rate limit: lamp may run at most 2 times a minute; try again in 20 s"
+    error = kit.call("lamp")
+    assert error["reason"] == "rate limit: lamp may run at most 2 times a minute; try again in 20 s"
+    assert error["retryable"] is True and error["retry_after_s"] == 20
     assert snapshot(factory) == before
-    assert "result" in kit.call("lamp_read")  # other tools are not limited
+    assert status(kit.call("lamp_read")) == "ok"  # other tools are not limited
     clock.t += 20
-    assert "result" in kit.call("lamp")
+    assert status(kit.call("lamp")) == "ok"
 
 
 def test_tools_auto_off_fires_without_any_session(make_kit, factory):
@@ -541,7 +742,7 @@ def test_tools_cancellation_stops_a_pulse(make_kit, factory, undo, after):
     kit = make_kit(tools=_pulse_tools(undo))
     kit.call("dim", {"value": 0.3})
     kit.runner.submit("p-1", "pulse", {"count": 5, "period_s": 1.0})
-    assert kit.responses.wait("p-1")["response"]["result"]["pulsing"] is True
+    assert kit.responses.wait("p-1")["response"]["pulsing"] is True
     device = kit.devices.get("dimmer")
     assert wait_for(lambda: device._blink_thread is not None)
     assert kit.runner.cancel(["p-1", "unknown-id"]) == ["p-1"]
@@ -606,9 +807,14 @@ def test_tools_cancelled_queued_and_running_calls_send_no_response(make_kit, fac
 # --------------------------------------------------------------------------- built-ins, timeouts
 
 
-def test_tools_builtin_answers_are_shaped_into_response_objects(make_kit):
+def test_tools_builtin_answers_are_shaped_into_the_one_result_shape(make_kit):
     kit = make_kit(tools=[])
     kit.box.add_builtin({"name": "as_is", "description": "d"}, lambda a: {"result": {"x": 1}})
+    timer_ok = {"status": "ok", "rings_at": "14:05"}
+    timer_refused = {"status": "error", "reason": "no such id", "retryable": False}
+    kit.box.add_builtin({"name": "wrapped", "description": "d"}, lambda a: {"result": timer_ok})
+    kit.box.add_builtin({"name": "shaped", "description": "d"}, lambda a: timer_refused)
+    kit.box.add_builtin({"name": "old_error", "description": "d"}, lambda a: {"error": "nope"})
     kit.box.add_builtin({"name": "bare", "description": "d"}, lambda a: {"x": 2})
     echo = {
         "name": "echo",
@@ -625,14 +831,26 @@ def test_tools_builtin_answers_are_shaped_into_response_objects(make_kit):
 
     kit.box.add_builtin({"name": "refuse", "description": "d"}, refuse)
     kit.box.add_builtin({"name": "crash", "description": "d"}, crash)
-    assert kit.call("as_is") == {"result": {"x": 1}}
-    assert kit.call("bare") == {"result": {"x": 2}}
-    assert kit.call("echo", {"q": "hi"}) == {"result": {"got": {"q": "hi"}}}
-    assert kit.call("echo", ["hi"]) == {"error": "the arguments of echo must be an object"}
-    assert kit.call("refuse") == {"error": "the camera is off"}
-    assert kit.call("crash") == {"error": "crash failed: boom"}
+    assert kit.call("as_is") == {"status": "ok", "x": 1}
+    assert kit.call("wrapped") == timer_ok  # parts.py's {"result": ...} around the timers'
+    assert kit.call("shaped") == timer_refused
+    assert kit.call("old_error") == {"status": "error", "reason": "nope", "retryable": False}
+    assert kit.call("bare") == {"status": "ok", "x": 2}
+    assert kit.call("echo", {"q": "hi"}) == {"status": "ok", "got": {"q": "hi"}}
+    assert kit.call("echo", ["hi"]) == {
+        "status": "error",
+        "reason": "the arguments of echo must be an object",
+        "retryable": False,
+    }
+    assert kit.call("refuse") == {
+        "status": "error",
+        "reason": "the camera is off",
+        "retryable": False,
+    }
+    crashed = {"status": "error", "reason": "crash failed: boom", "retryable": False}
+    assert kit.call("crash") == crashed
     names = [d["name"] for d in kit.box.function_declarations()]
-    assert names == ["as_is", "bare", "echo", "refuse", "crash"]
+    assert names == ["as_is", "wrapped", "shaped", "old_error", "bare", "echo", "refuse", "crash"]
 
 
 def test_tools_add_builtin_checks_its_declaration(make_kit):
@@ -657,7 +875,8 @@ def test_tools_a_hung_call_times_out_with_an_error(make_kit):
     )
     started = time.monotonic()
     try:
-        assert kit.call("hang") == {"error": "hang timed out after 0.2 s"}
+        result = kit.call("hang")
+        assert result["reason"] == "hang timed out after 0.2 s" and result["retryable"] is True
         assert 0.19 <= time.monotonic() - started < 2
         assert not kit.runner.busy
     finally:
@@ -809,10 +1028,10 @@ def test_tools_declarations_accepted_by_fake_live_server(make_kit, factory):
     kit = make_kit()
     kit.box.add_builtin({"name": "look", "description": "Take a photo."}, lambda a: {"seen": 1})
 
-    def setup(declarations: list) -> dict:
+    def setup(declarations: list, model: str = "gemini-3.8-live") -> dict:
         return {
             "setup": {
-                "model": "models/gemini-3.8-live",
+                "model": f"models/{model}",
                 "generationConfig": {"responseModalities": ["AUDIO"]},
                 "realtimeInputConfig": {"automaticActivityDetection": {"disabled": True}},
                 "tools": [{"functionDeclarations": declarations}],
@@ -834,19 +1053,34 @@ def test_tools_declarations_accepted_by_fake_live_server(make_kit, factory):
         assert int.from_bytes(data[:2], "big") == 1007
         ws.close()
 
+        # 3.1 takes no NON_BLOCKING: its declarations carry no behavior at all.
+        ws = websocket.create_connection(url, header=header, timeout=TIMEOUT)
+        model = "gemini-3.1-flash-live-preview"
+        declarations = kit.box.function_declarations(model)
+        assert all("behavior" not in d for d in declarations)
+        ws.send(json.dumps(setup(declarations, model)))
+        assert json.loads(ws.recv()) == {"setupComplete": {}}
+        ws.close()
+
         ws = websocket.create_connection(url, header=header, timeout=TIMEOUT)
         try:
-            ws.send(json.dumps(setup(kit.box.function_declarations())))
+            declarations = kit.box.function_declarations("gemini-3.8-live")
+            behaviors = {d["name"]: d["behavior"] for d in declarations}
+            assert behaviors["dimmer_value"] == behaviors["look"] == "BLOCKING"
+            assert behaviors["plain_blink"] == behaviors["dimmer_pulse"] == "NON_BLOCKING"
+            ws.send(json.dumps(setup(declarations)))
             assert json.loads(ws.recv()) == {"setupComplete": {}}
             call_id = server.call_tool("dimmer_value", {"value": 0.4})
             message = json.loads(ws.recv())
             (call,) = message["toolCall"]["functionCalls"]
             kit.runner.submit(call["id"], call["name"], call["args"])
-            response = kit.responses.wait(call["id"])
+            report = kit.responses.wait(call["id"])
+            response = {k: report[k] for k in ("id", "name", "response")}
+            response.update(response_fields("gemini-3.8-live", report))
             ws.send(json.dumps({"toolResponse": {"functionResponses": [response]}}))
             sent = server.wait_tool_response(call_id, TIMEOUT)
             assert sent is not None
-            assert sent["response"]["result"]["value"] == 0.4
+            assert sent["response"]["value"] == 0.4
             assert factory.pin(18).state == pytest.approx(0.4)
             assert server.connection().close_code is None
         finally:

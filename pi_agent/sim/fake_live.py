@@ -25,6 +25,12 @@ Choices made where the real service is uncertain ([I] = inferred, not observed):
   found.`` [I]; a response to a cancelled call is ignored (the race is legitimate).
 - Tool declarations: ``type: OBJECT`` with empty ``properties`` -> 1007 (as generateContent does).
 - Binary client frames are accepted (and counted); Google's handling of them is unknown.
+- Tools follow the model's row in ``pi_agent.models.MODELS``: on 3.8 a NON_BLOCKING call lets the
+  model talk on and speak again per the result's ``scheduling`` (an INTERRUPT cuts the output
+  with ``interrupted`` [I]); a result without ``status`` (or an error without ``reason`` and
+  ``retryable``) is called again up to twice; extended thinking puts ``interactionStatus`` on
+  every ``turnComplete`` and a lone IDLE after a silent last result [I]. Details in
+  :mod:`pi_agent.sim.fake_session`.
 
 Threads: websockets' accept loop, one websockets handler thread per connection (it reads and
 validates), one ``fake-live-reply-N`` worker per connection (it speaks), and short timer threads

@@ -7,6 +7,23 @@ with :class:`~pi_agent.sim.fake_live.FakeLiveServer` (counters, records, handles
 replies) sits behind the server's one condition. The wire rules are described in
 ``docs/live-protocol.md``; the public reference is https://ai.google.dev/api/live.
 
+Tools follow the model's row in :data:`pi_agent.models.MODELS` (3.8 semantics, [I] where
+inferred from the migration guide and the SDK's field docs):
+
+- A function declared NON_BLOCKING, or declared without ``behavior`` on a model whose
+  default is NON_BLOCKING (3.8), does not hold the turn: the model says ``Reply.interim``,
+  ends its turn, and speaks ``Reply.text`` when the result comes, as its ``scheduling`` says:
+  WHEN_IDLE (or none) a turn of its own after the current output, INTERRUPT at once (the
+  output being streamed is cut with ``interrupted`` after its first chunk [I]), SILENT not
+  at all. A ``willContinue`` result keeps the call open. BLOCKING functions, every function
+  on other models, and names the setup did not declare (scripted calls) hold the turn.
+- A final result that is not informative (no ``status``; an error without ``reason`` or
+  ``retryable``: :func:`pi_agent.models.informative`) makes a 3.8 model call the same tool
+  again, at most twice (counted in ``counters["tool_recalls"]``).
+- On a model with ``interaction_status`` (extended thinking), every ``turnComplete`` carries
+  ``interactionStatus``: IN_PROGRESS while NON_BLOCKING calls or their results are pending,
+  else IDLE; when the last one ends in silence, a lone ``{"interactionStatus": "IDLE"}``.
+
 Internal to :mod:`pi_agent.sim.fake_live`, which re-exports :class:`Reply`.
 """
 
@@ -30,6 +47,7 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection
 
+from ..models import UNKNOWN, capabilities, informative
 from .live_schema import Invalid, check_setup, invalid, parse_client_message
 
 if TYPE_CHECKING:
@@ -54,9 +72,12 @@ class Reply:
 
     ``audio`` is 24 kHz s16le mono PCM; None means a 440 Hz tone of ~60 ms per character of
     ``text`` (at most 3 s). ``pace`` 0 sends as fast as possible, 1.0 in real time. Each of
-    ``tool_calls`` (name, args) goes out before the audio as its own ``toolCall`` and the turn
-    blocks until it is answered (or the server's ``tool_timeout``). ``input_transcription`` None
-    means "(N ms of audio)" when the turn had audio; "" means none.
+    ``tool_calls`` (name, args) goes out before the audio as its own ``toolCall``; a BLOCKING
+    one holds the turn until it is answered (or the server's ``tool_timeout``), a
+    NON_BLOCKING one does not: the model says ``interim`` (a 660 Hz tone unless
+    ``interim_audio``) and ends the turn, and says ``text`` once the result comes (see the
+    module docstring). ``input_transcription`` None means "(N ms of audio)" when the turn had
+    audio; "" means none.
     """
 
     text: str = "Hello from the fake Live server."
@@ -65,12 +86,20 @@ class Reply:
     pace: float = 0.0
     tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     input_transcription: str | None = None
+    interim: str = "Let me do that."
+    interim_audio: bytes | None = None
 
     def pcm(self) -> bytes:
         """The audio to stream: ``audio`` or the generated tone."""
         if self.audio is not None:
             return self.audio
         return tone(min(3000, 60 * len(self.text)))
+
+    def interim_pcm(self) -> bytes:
+        """What is heard while a NON_BLOCKING call runs: ``interim_audio`` or a 660 Hz tone."""
+        if self.interim_audio is not None:
+            return self.interim_audio
+        return tone(min(3000, 60 * len(self.interim)), 660.0)
 
 
 # --- small helpers ------------------------------------------------------------------------------
@@ -125,6 +154,17 @@ class Turn:
     texts: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Background:
+    """A NON_BLOCKING call the model still expects results for."""
+
+    id: str
+    name: str
+    args: dict[str, Any]
+    reply: Reply
+    recalls: int = 0
+
+
 class ConnectionClosedError(ConnectionError):
     pass
 
@@ -156,6 +196,12 @@ class Session:
         self.interrupting = False
         self.pending_tools: dict[str, str] = {}  # id -> function name
         self.cancelled_tools: set[str] = set()
+        self.caps = UNKNOWN  # the model's row of pi_agent.models.MODELS
+        self.declared: dict[str, str | None] = {}  # function name -> declared behavior
+        self.background: dict[str, _Background] = {}  # NON_BLOCKING calls still open
+        self.results: collections.deque[tuple[_Background, dict[str, Any]]] = collections.deque()
+        self.in_turn = False  # the worker is answering (an INTERRUPT result may cut it)
+        self.preempt = False  # an INTERRUPT result stops the output being streamed
         self.closed = False
         self.server_close: tuple[int, str] | None = None
         self.send_lock = threading.Lock()
@@ -259,6 +305,12 @@ class Session:
             history = setup.get("historyConfig", {}).get("initialHistoryInClientContent", False)
             self.history_open = bool(history) and not resumed
             self.content_needs_history = model_id.startswith("gemini-3.1")
+            self.caps = capabilities(model_id)
+            self.declared = {
+                decl.get("name", ""): decl.get("behavior")
+                for tool in setup.get("tools", [])
+                for decl in tool.get("functionDeclarations", [])
+            }
             self.set_up = True
             self.record.resumed_handle = resumed
             server.counters["setups"] += 1
@@ -389,6 +441,14 @@ class Session:
                     del self.pending_tools[call_id]
                 self.server._tool_responses[call_id] = response
                 self.server.counters["tool_responses"] += 1
+                call = self.background.get(call_id)
+                if call is not None:
+                    if not response.get("willContinue"):
+                        del self.background[call_id]
+                    self.results.append((call, response))
+                    now = response.get("scheduling") == "INTERRUPT"
+                    if now and self.in_turn and self._speaks_about(call, response):
+                        self.preempt = True
                 self.cond.notify_all()
 
     # turns (called with self.cond held)
@@ -412,12 +472,20 @@ class Session:
     def _run(self) -> None:
         while True:
             with self.cond:
-                self.cond.wait_for(lambda: self.closed or (self.turns and not self.server._paused))
+                self.cond.wait_for(
+                    lambda: (
+                        self.closed or ((self.turns or self.results) and not self.server._paused)
+                    )
+                )
                 if self.closed:
                     return
-                turn = self.turns.popleft()
+                result = self.results.popleft() if self.results else None  # results first
+                turn = None if result is not None else self.turns.popleft()
             try:
-                self._answer(turn)
+                if result is not None:
+                    self._on_result(*result)
+                elif turn is not None:
+                    self._answer(turn)
             except ConnectionClosedError:
                 return
             except Exception:  # a bug here must not hang the test that waits for the reply
@@ -441,29 +509,48 @@ class Session:
             heard = f"({round(turn.audio_ms)} ms of audio)" if turn.audio_bytes else ""
         if self.input_transcription and heard:
             self.send({"serverContent": {"inputTranscription": {"text": heard, "finished": True}}})
-        stopped = False
+        with self.cond:
+            self.in_turn = True
+        stopped = waiting = False
         for name, args in reply.tool_calls:
-            call_id = self.call_tool(name, args)
-            if self._await_tool(call_id, self.server.tool_timeout):
-                stopped = True
+            if self._non_blocking(name):
+                self._call(name, args, _Background("", name, args, reply))
+                waiting = True
+                continue
+            call_id = self._call(name, args)
+            recalls = 0
+            while True:
+                stopped = self._await_tool(call_id, self.server.tool_timeout)
+                if stopped or not self._recall(name, self.server.tool_response(call_id), recalls):
+                    break
+                call_id, recalls = self._call(name, args), recalls + 1
+            if stopped:
                 break
-        pcm = reply.pcm()
+        text, pcm = (reply.interim, reply.interim_pcm()) if waiting else (reply.text, reply.pcm())
         if not stopped:
-            stopped = self._stream(reply, pcm)
+            stopped = self._stream(reply, pcm, text)
+        prompt = math.ceil(turn.audio_ms / 1000 * _TOKENS_PER_S)
+        prompt += sum(math.ceil(len(t) / 4) for t in turn.texts)
+        self._end_turn(stopped, pcm, prompt)
+
+    def _end_turn(self, stopped: bool, pcm: bytes, prompt: int) -> None:
+        """Close a model turn: interrupted (cancelling BLOCKING calls unless it was cut by a
+        result), or complete with usage; then a new resumption handle."""
         if stopped:
             with self.cond:
-                ids = list(self.pending_tools)
-                self.pending_tools.clear()
+                preempted = self.preempt and not self.interrupting and not self.closed
+                held = [i for i in self.pending_tools if i not in self.background]
+                ids = [] if preempted else held
+                for call_id in ids:
+                    del self.pending_tools[call_id]
                 self.cancelled_tools.update(ids)
-                self.server.counters["interrupted"] += 1
+                self.server.counters["preempted" if preempted else "interrupted"] += 1
             if ids:
                 self.send({"toolCallCancellation": {"ids": ids}})
             self.send({"serverContent": {"interrupted": True}})
-            self.send({"serverContent": {"turnComplete": True}})
+            self.send({"serverContent": self._turn_complete()})
         else:
             self.send({"serverContent": {"generationComplete": True}})
-            prompt = math.ceil(turn.audio_ms / 1000 * _TOKENS_PER_S)
-            prompt += sum(math.ceil(len(t) / 4) for t in turn.texts)
             answer = math.ceil(len(pcm) / 2 / OUT_RATE * _TOKENS_PER_S)
             with self.cond:
                 total_prompt = self.conversation.context_tokens + prompt
@@ -475,17 +562,79 @@ class Session:
                 "promptTokensDetails": [{"modality": "AUDIO", "tokenCount": total_prompt}],
                 "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": answer}],
             }
-            self.send({"serverContent": {"turnComplete": True}, "usageMetadata": usage})
+            self.send({"serverContent": self._turn_complete(), "usageMetadata": usage})
             with self.cond:
                 self.server.usage.append(usage)
         with self.cond:
             self.conversation.turns += 1
             self.busy -= 1
-            self.interrupting = False
+            self.interrupting = self.preempt = self.in_turn = False
             self.server.counters["turns"] += 1
             self.cond.notify_all()
         if self.resumption:
             self._send_handle()
+
+    def _turn_complete(self) -> dict[str, Any]:
+        """``turnComplete``, with ``interactionStatus`` on a model that reports it."""
+        content: dict[str, Any] = {"turnComplete": True}
+        if self.caps.interaction_status:
+            with self.cond:
+                working = bool(self.background or self.results)
+            content["interactionStatus"] = "IN_PROGRESS" if working else "IDLE"
+        return content
+
+    # NON_BLOCKING calls (3.8)
+
+    def _non_blocking(self, name: str) -> bool:
+        """True if the model goes on talking while ``name`` runs (declared, on a 3.8 model)."""
+        if name not in self.declared or not self.caps.non_blocking:
+            return False
+        behavior = self.declared[name]
+        if behavior is None or behavior == "UNSPECIFIED":
+            return self.caps.default_non_blocking
+        return behavior == "NON_BLOCKING"
+
+    def _would_recall(self, response: dict[str, Any] | None, recalls: int) -> bool:
+        """True if a final result is not informative and the model has re-calls left."""
+        if response is None or response.get("willContinue"):
+            return False
+        return (
+            not informative(response.get("response")) and recalls < self.caps.recalls_uninformative
+        )
+
+    def _recall(self, name: str, response: dict[str, Any] | None, recalls: int) -> bool:
+        """:meth:`_would_recall`, counted and logged."""
+        if not self._would_recall(response, recalls):
+            return False
+        with self.cond:
+            self.server.counters["tool_recalls"] += 1
+        log.info("conn %d: %s result not informative; calling it again", self.record.id, name)
+        return True
+
+    def _speaks_about(self, call: _Background, response: dict[str, Any]) -> bool:
+        """True if this result makes the model speak (not SILENT, not re-called)."""
+        if response.get("scheduling") == "SILENT":
+            return False
+        return not self._would_recall(response, call.recalls)
+
+    def _on_result(self, call: _Background, response: dict[str, Any]) -> None:
+        """A result of a NON_BLOCKING call: call again, speak as scheduled, or stay silent."""
+        if self._recall(call.name, response, call.recalls):
+            again = dataclasses.replace(call, recalls=call.recalls + 1)
+            self._call(call.name, call.args, again)
+            return
+        if self._speaks_about(call, response):
+            with self.cond:
+                self.busy += 1  # a press may interrupt it like any answer
+                self.in_turn = True
+            reply = call.reply
+            pcm = reply.pcm()
+            self._end_turn(self._stream(reply, pcm, reply.text), pcm, 0)
+        elif self.caps.interaction_status:
+            with self.cond:
+                idle = not (self.background or self.results)
+            if idle:
+                self.send({"serverContent": {"interactionStatus": "IDLE"}})
 
     def _send_handle(self) -> None:
         handle = uuid.uuid4().hex
@@ -508,18 +657,19 @@ class Session:
                 self.cond.wait(remaining)
             return self._stopped()
 
-    def _stream(self, reply: Reply, pcm: bytes) -> bool:
-        """Send the model audio (with outputTranscription); True if interrupted."""
+    def _stream(self, reply: Reply, pcm: bytes, text: str) -> bool:
+        """Send the model audio (with outputTranscription of ``text``); True if interrupted
+        (by the user, or after its first chunk by an INTERRUPT result)."""
         step = max(2, OUT_RATE * 2 * reply.chunk_ms // 1000)
         chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
-        words = re.findall(r"\s*\S+", reply.text) if self.output_transcription else []
+        words = re.findall(r"\s*\S+", text) if self.output_transcription else []
         slots = max(1, len(chunks))
         bundled: list[str] = [""] * slots
         for j, word in enumerate(words):
             bundled[j * slots // len(words)] += word
         start = time.monotonic()
         for i in range(slots):
-            if self._wait_until(start + i * reply.chunk_ms / 1000 * reply.pace):
+            if self._wait_until(start + i * reply.chunk_ms / 1000 * reply.pace, cut=i > 0):
                 return True
             content: dict[str, Any] = {}
             if chunks:
@@ -537,9 +687,10 @@ class Session:
                 self.send({} if i % 2 else {"serverContent": {}})
         return self._stopped()
 
-    def _wait_until(self, deadline: float) -> bool:
+    def _wait_until(self, deadline: float, cut: bool = False) -> bool:
+        """Sleep until ``deadline``; True if stopped first (with ``cut``, by a preempt too)."""
         with self.cond:
-            while not self._stopped():
+            while not (self._stopped() or (cut and self.preempt)):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -549,10 +700,23 @@ class Session:
     # controls (any thread)
 
     def call_tool(self, name: str, args: dict[str, Any], call_id: str | None = None) -> str:
+        return self._call(name, args, call_id=call_id)
+
+    def _call(
+        self,
+        name: str,
+        args: dict[str, Any],
+        background: _Background | None = None,
+        call_id: str | None = None,
+    ) -> str:
+        """Send one toolCall; a NON_BLOCKING one is registered before it can be answered."""
         with self.cond:
             self.server._tool_seq += 1
             call_id = call_id or f"function-call-{self.server._tool_seq}"
             self.pending_tools[call_id] = name
+            if background is not None:
+                background.id = call_id
+                self.background[call_id] = background
             self.server.counters["tool_calls"] += 1
         self.send({"toolCall": {"functionCalls": [{"id": call_id, "name": name, "args": args}]}})
         return call_id
@@ -561,6 +725,7 @@ class Session:
         with self.cond:
             for call_id in ids:
                 self.pending_tools.pop(call_id, None)
+                self.background.pop(call_id, None)
                 self.cancelled_tools.add(call_id)
         self.send({"toolCallCancellation": {"ids": list(ids)}})
 

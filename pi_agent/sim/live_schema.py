@@ -24,8 +24,9 @@ and reason. This module is that rulebook, kept apart from :mod:`pi_agent.sim.fak
   code execution, URL context or Maps tools; function names ``[a-zA-Z_][a-zA-Z0-9_-]{0,62}``,
   unique per tool; no OBJECT schema with empty ``properties``; ``enableAffectiveDialog``
   and ``proactivity`` only on 2.5 over v1alpha; no ``thinkingConfig`` on 3.8; only BLOCKING
-  functions on 3.1. These close with 1007 ``Request contains an invalid argument.``
-  (mastra-ai/mastra#18363 shows that reason; which rule gives which text is [I] elsewhere),
+  functions on 3.1 (the per-model tool table is :data:`pi_agent.models.MODELS`). These
+  close with 1007 ``Request contains an invalid argument.`` (mastra-ai/mastra#18363 shows
+  that reason; which rule gives which text is [I] elsewhere),
   except the 2.5-only fields on v1beta, which are unknown names there (cookbook#775).
 
 What needs the connection's state (setup first and once, VAD mode, pending tool calls,
@@ -40,6 +41,8 @@ import json
 import re
 from typing import Any
 
+from ..models import MODELS, capabilities
+
 __all__ = [
     "DOCUMENTED_MODELS",
     "INVALID_ARGUMENT",
@@ -53,13 +56,7 @@ __all__ = [
 ]
 
 INVALID_ARGUMENT = "Request contains an invalid argument."
-DOCUMENTED_MODELS = (
-    "gemini-3.8-live",
-    "gemini-3.8-live-extended-thinking",
-    "gemini-3.1-flash-live-preview",
-    "gemini-2.5-flash-native-audio-preview-12-2025",
-    "gemini-2.5-flash-native-audio-preview-09-2025",
-)
+DOCUMENTED_MODELS = tuple(MODELS)
 """The models docs/live-protocol.md documents; the per-model rules apply to these only."""
 _FUNC_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_-]{0,62}")
 
@@ -554,7 +551,8 @@ def _check_tool(model_id: str, tool: dict[str, Any]) -> None:
         if not _FUNC_NAME_RE.fullmatch(name) or name in names:
             raise invalid()
         names.add(name)
-        if model_id.startswith("gemini-3.1") and decl.get("behavior") == "NON_BLOCKING":
+        refuses = capabilities(model_id).refuses_non_blocking
+        if refuses and decl.get("behavior") == "NON_BLOCKING":
             raise invalid()  # 3.1: synchronous function calls only
         for schema in (decl.get("parameters"), decl.get("response")):
             if schema is not None:
