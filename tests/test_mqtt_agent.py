@@ -253,7 +253,7 @@ def test_say_from_home_assistant_brings_the_answer_and_tool_events(broker, ha, s
         assert call["name"] == "set_lamp" and call["turn"] == 1
         result = ha.wait_for(f"{base}/tool", lambda m: m.json()["event_type"] == "result").json()
         assert result["args"] == {"on": True}
-        assert result["result"] == {"result": {"device": "lamp", "on": True}}
+        assert result["result"] == {"status": "ok", "device": "lamp", "on": True}
         # The model's switch reaches Home Assistant's lamp entity too (the device poll).
         ha.wait_for(f"{base}/gpio/lamp", lambda m: m.text == "ON")
         assert run.factory.pin(23).state == 0  # active low: on
