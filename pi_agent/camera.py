@@ -48,7 +48,7 @@ from .camera_backends import (
 )
 from .config import CameraSettings
 from .errors import CameraError
-from .threads import Worker, call_logged
+from .threads import Worker, call_logged, name_os_thread
 
 Clock = Callable[[], float]
 """Seconds from an arbitrary start that never go back (``time.monotonic``)."""
@@ -136,6 +136,7 @@ class _CameraIO:
         self._thread.start()
 
     def _loop(self) -> None:
+        name_os_thread()
         while True:
             job = self._jobs.get()
             if job is None:

@@ -70,7 +70,16 @@ def name_os_thread(name: str | None = None) -> None:
             libc.prctl(_PR_SET_NAME, ctypes.c_char_p(text.encode()), 0, 0, 0)
 
 
+_libc_lock = threading.Lock()
+
+
 def _load_libc() -> ctypes.CDLL | None:
+    global _libc
+    with _libc_lock:  # two threads naming themselves at once must both find it
+        return _find_libc()
+
+
+def _find_libc() -> ctypes.CDLL | None:
     global _libc
     if _libc is None:
         _libc = False

@@ -452,10 +452,7 @@ class ToolRunner(Worker):
 
     def _run(self) -> None:
         while not self.stopping.is_set():
-            try:
-                kind, item = self._jobs.get(timeout=0.5)
-            except queue.Empty:
-                continue
+            kind, item = self._jobs.get()  # asleep until a job or the stop sentinel
             if kind == "stop":
                 break
             try:
