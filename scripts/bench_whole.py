@@ -510,9 +510,18 @@ def _drive(
         "connections": len(server.connections) - conns_before,
         "mic_overruns": card.overruns(),
     }
+    record = server.connection(conn)
+    tools = [
+        d["name"]
+        for tool in (record.setup or {}).get("tools", [])
+        for d in tool.get("functionDeclarations", tool.get("function_declarations", []))
+    ]
     return {
         "pid": pid,
         "start_to_setup_s": ready.t - spawn_t,
+        "start_to_upgrade_s": record.opened_at - spawn_t,  # WebSocket accepted: imports + TLS
+        "setup_bytes": len(json.dumps(record.setup or {})),
+        "declared_tools": tools,
         "conversation": conversation,
         "idle": idle,
         "peak_rss_mb": hwm_kb / 1024,
