@@ -39,6 +39,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -334,15 +335,18 @@ def warm_up(name: str) -> None:
 MIC_FLOOR = """
 import sys, pyaudio
 pa = pyaudio.PyAudio()
-s = pa.open(format=pyaudio.paInt16, channels=1, rate=16000, input=True, frames_per_buffer=1600)
+s = pa.open(format=pyaudio.paInt16, channels=1, rate=16000, input=True, frames_per_buffer={period})
 print("open", flush=True)
 while True:
     s.read(1600, exception_on_overflow=False)
 """
+#: Device periods of the bare mic loops (frames at 16 kHz): 100 ms (the least), and 20 ms
+#: (the period pi-agent opens its mic with, audio.READ_MS) with the same 100 ms reads.
+FLOOR_PERIODS = (1600, 320)
 
 
-def mic_floor(opts: argparse.Namespace) -> dict[str, Any]:
-    """The least a process keeping the mic open can spend here: bare PyAudio, 100 ms reads.
+def mic_floor(opts: argparse.Namespace, period: int) -> dict[str, Any]:
+    """What a process keeping the mic open spends here with no work: bare PyAudio, 100 ms reads.
 
     Same simulated card, same /proc measurement as the idle phase of the agents.
     """
@@ -353,7 +357,7 @@ def mic_floor(opts: argparse.Namespace) -> dict[str, Any]:
         SimulatedSoundCard(Path(tmp) / "alsa") as card,
     ):
         proc = subprocess.Popen(
-            [sys.executable, "-c", MIC_FLOOR],
+            [sys.executable, "-c", MIC_FLOOR.format(period=period)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             pass_fds=card.pass_fds,
@@ -366,25 +370,56 @@ def mic_floor(opts: argparse.Namespace) -> dict[str, Any]:
             a = snapshot(proc.pid)
             time.sleep(opts.idle_s)
             b = snapshot(proc.pid)
-            return {"idle": phase(a, b)}
+            return {"period_ms": period * 1000 // IN_RATE, "read_ms": 100, "idle": phase(a, b)}
         finally:
             _stop(proc)
 
 
-def run_agent(name: str, server: Any, opts: argparse.Namespace, speech: bytes) -> dict[str, Any]:
-    """Start one agent on a fresh simulated card, talk to it, let it idle, measure, stop it."""
+@dataclass
+class Running:
+    """One agent process on its own simulated card."""
+
+    name: str
+    proc: subprocess.Popen
+    card: Any
+    control: str  # its control socket
+    spawn_t: float  # time.monotonic() just before Popen
+    conns_before: int  # server connections before it started
+
+    def alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}")
+
+    def wait_setup(self, server: Any) -> Any:
+        """The server's record of the setupComplete it sent this agent."""
+
+        def mine() -> list[Any]:
+            return [
+                m for m in server.sent_messages("setupComplete") if m.conn_id > self.conns_before
+            ]
+
+        wait_for(
+            server, f"{self.name}: setupComplete", lambda s: mine() or self.proc.poll() is not None
+        )
+        self.alive()
+        return mine()[0]
+
+
+def run_agent(
+    name: str, server: Any, opts: argparse.Namespace, drive: Callable[[Running], dict[str, Any]]
+) -> dict[str, Any]:
+    """Start one agent on a fresh simulated card, ``drive`` it (it measures), stop it."""
     from pi_agent.sim.alsa import SimulatedSoundCard
 
-    warm_up(name)
     work = Path(tempfile.mkdtemp(prefix=f"bench-whole-{name}-"))
     make = pi_agent_config if name == "pi-agent" else cookbook_config
     argv, control = make(work, server)
     log_path = work / "agent.log"
-    conns_before = len(server.connections)
     with SimulatedSoundCard(work / "alsa") as card, open(log_path, "w") as log:
         env = {**os.environ, "GEMINI_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
         for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "PI_AGENT_CONFIG"):
             env.pop(var, None)
+        conns_before = len(server.connections)
         spawn_t = time.monotonic()
         proc = subprocess.Popen(
             argv,
@@ -397,7 +432,7 @@ def run_agent(name: str, server: Any, opts: argparse.Namespace, speech: bytes) -
             start_new_session=True,
         )
         try:
-            return _drive(name, proc, server, card, control, spawn_t, conns_before, opts, speech)
+            return drive(Running(name, proc, card, control, spawn_t, conns_before))
         except Exception as exc:
             tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
             return {"error": f"{type(exc).__name__}: {exc}", "log_tail": tail}
@@ -417,29 +452,17 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(5)
 
 
-def _drive(
-    name: str,
-    proc: subprocess.Popen,
-    server: Any,
-    card: Any,
-    control: str,
-    spawn_t: float,
-    conns_before: int,
-    opts: argparse.Namespace,
-    speech: bytes,
-) -> dict[str, Any]:
+def start_only(agent: Running, server: Any) -> dict[str, Any]:
+    """One more start -> setupComplete sample (the figure is a single, noisy event)."""
+    return {"start_to_setup_s": agent.wait_setup(server).t - agent.spawn_t}
+
+
+def converse(agent: Running, server: Any, opts: argparse.Namespace, speech: bytes) -> dict:
+    """The measured run: ready, N turns, idle; CPU, memory, counts."""
+    name, proc, card, control = agent.name, agent.proc, agent.card, agent.control
     pid = proc.pid
-
-    def alive() -> None:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}")
-
-    def setup_done(s: Any) -> bool:
-        return any(m.conn_id > conns_before for m in s.sent_messages("setupComplete"))
-
-    wait_for(server, f"{name}: setupComplete", lambda s: setup_done(s) or proc.poll() is not None)
-    alive()
-    ready = next(m for m in server.sent_messages("setupComplete") if m.conn_id > conns_before)
+    alive = agent.alive
+    ready = agent.wait_setup(server)
     conn = ready.conn_id
     deadline = time.monotonic() + WAIT
     while not os.path.exists(control):  # the harness's own cost, never the agent's
@@ -456,6 +479,7 @@ def _drive(
     barge_bytes = int(min(1.0, seconds / 3) * OUT_RATE * 2)
     turns_before = counters["turns"]
     played_before = len(card.played_bytes())
+    overruns_before = card.overruns()
     start = snapshot(pid)
     for turn in range(1, opts.turns + 1):
         pressed = time.monotonic()
@@ -481,6 +505,7 @@ def _drive(
     alive()
     conversation = phase(start, end)
     played = len(card.played_bytes()) - played_before
+    overruns = card.overruns() - overruns_before
 
     time.sleep(opts.idle_settle_s)
     idle_start = snapshot(pid)
@@ -507,8 +532,8 @@ def _drive(
             if m.message and m.message["serverContent"].get("interrupted")
         ),
         "played_s": played / (OUT_RATE * 2),
-        "connections": len(server.connections) - conns_before,
-        "mic_overruns": card.overruns(),
+        "connections": len(server.connections) - agent.conns_before,
+        "mic_overruns": overruns,  # capture pieces the agent read too late, while talking
     }
     record = server.connection(conn)
     tools = [
@@ -518,8 +543,8 @@ def _drive(
     ]
     return {
         "pid": pid,
-        "start_to_setup_s": ready.t - spawn_t,
-        "start_to_upgrade_s": record.opened_at - spawn_t,  # WebSocket accepted: imports + TLS
+        "start_to_setup_s": ready.t - agent.spawn_t,
+        "start_to_upgrade_s": record.opened_at - agent.spawn_t,  # WebSocket accepted: imports + TLS
         "setup_bytes": len(json.dumps(record.setup or {})),
         "declared_tools": tools,
         "conversation": conversation,
@@ -543,7 +568,7 @@ def compare(agents: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | No
         "cpu_s_per_min": lambda r: r["conversation"]["cpu_s_per_min"],
         "idle_cpu_s_per_min": lambda r: r["idle"]["cpu_s_per_min"],
         "peak_rss_mb": lambda r: r["peak_rss_mb"],
-        "start_to_setup_s": lambda r: r["start_to_setup_s"],
+        "start_to_setup_s": lambda r: r["start_to_setup_median_s"],
     }
     table: dict[str, dict[str, float | None]] = {}
     for key, get in rows.items():
@@ -600,7 +625,7 @@ def print_report(result: dict[str, Any]) -> None:
         "cpu_s_per_min": "CPU s per min of conversation",
         "idle_cpu_s_per_min": "idle CPU s per min",
         "peak_rss_mb": "own peak RSS MB (VmHWM)",
-        "start_to_setup_s": "start -> setupComplete s",
+        "start_to_setup_s": "start -> setupComplete s (median)",
     }
     for key, label in labels.items():
         row = result["table"][key]
@@ -630,16 +655,17 @@ def print_report(result: dict[str, Any]) -> None:
                 f"  {label}: {ph['cpu_s_per_min']:.3f} s/min (threads alive at both ends:"
                 f" {ph['threads_cpu_s_per_min']:.3f}); by thread, s/min (runs/s): {rows}"
             )
-    floor = result.get("mic_floor")
-    if floor:
+    print()
+    for floor in result.get("mic_floor") or []:
         if "error" in floor:
-            print(f"\nbare mic loop: FAILED: {floor['error']}")
-        else:
-            print(
-                "\nidle floor (bare PyAudio mic loop, 100 ms reads, same card):"
-                f" {floor['idle']['threads_cpu_s_per_min']:.3f} s/min"
-            )
-    print(f"\nharness (fake server + card clocks) CPU: {result['harness_cpu_s']:.1f} s")
+            print(f"bare mic loop: FAILED: {floor['error']}")
+            continue
+        print(
+            f"idle floor: a bare PyAudio mic loop, {floor['period_ms']} ms device periods,"
+            f" {floor['read_ms']} ms reads: {floor['idle']['threads_cpu_s_per_min']:.3f} s/min"
+            f" ({floor['idle']['cpu_s_per_min']:.2f} in clock ticks)"
+        )
+    print(f"harness (fake server + card clocks) CPU: {result['harness_cpu_s']:.1f} s")
     print("\ngoals:")
     for g in result["goals"]:
         state = "n/a " if g["met"] is None else ("met " if g["met"] else "MISS")
@@ -656,6 +682,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-s", type=float, default=3.0, help="after setup, before turn 1")
     parser.add_argument("--idle-settle-s", type=float, default=5.0, help="before the idle phase")
     parser.add_argument("--gap-s", type=float, default=1.0, help="after each turnComplete")
+    parser.add_argument(
+        "--starts", type=int, default=4, help="extra start -> setupComplete samples per agent"
+    )
     parser.add_argument("--agents", default=",".join(AGENTS), help="comma-separated subset")
     parser.add_argument(
         "--no-mic-floor",
@@ -698,14 +727,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     with FakeLiveServer(tls=True, api_key=API_KEY, default_reply=reply) as server:
         for name in names:
+            warm_up(name)
+        starts: dict[str, list[float]] = {name: [] for name in names}
+        if opts.starts:
+            print(
+                f"bench-whole: {opts.starts} starts of each agent ...", file=sys.stderr, flush=True
+            )
+        for _ in range(opts.starts):  # alternating, so both see the same conditions
+            for name in names:
+                r = run_agent(name, server, opts, lambda a: start_only(a, server))
+                if "error" in r:
+                    print(f"bench-whole: {name} start failed: {r['error']}", file=sys.stderr)
+                else:
+                    starts[name].append(r["start_to_setup_s"])
+        for name in names:
             print(f"bench-whole: running {name} ...", file=sys.stderr, flush=True)
-            r = run_agent(name, server, opts, speech)
+            r = run_agent(name, server, opts, lambda a: converse(a, server, opts, speech))
+            if "error" not in r:
+                r["start_samples_s"] = [r["start_to_setup_s"], *starts[name]]
+                r["start_to_setup_median_s"] = statistics.median(r["start_samples_s"])
             result["agents"][name] = r
             if "error" in r:
                 print(f"bench-whole: {name} failed: {r['error']}", file=sys.stderr, flush=True)
     if opts.mic_floor:
         print("bench-whole: running the bare mic loop ...", file=sys.stderr, flush=True)
-        result["mic_floor"] = mic_floor(opts)
+        result["mic_floor"] = [mic_floor(opts, period) for period in FLOOR_PERIODS]
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     result["harness_cpu_s"] = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
     result["total_s"] = time.monotonic() - started

@@ -114,7 +114,7 @@ def whole(tmp_path_factory):
     pytest.importorskip("pyaudio", reason="PyAudio not installed")
     out = tmp_path_factory.mktemp("whole") / "whole.json"
     args = ["--turns", "2", "--seconds-per-turn", "1", "--idle-s", "2", "--settle-s", "0.5"]
-    args += ["--idle-settle-s", "0.5", "--gap-s", "0.5", "--json", str(out)]
+    args += ["--idle-settle-s", "0.5", "--gap-s", "0.5", "--starts", "1", "--json", str(out)]
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_whole.py"), *args],
         capture_output=True,
@@ -149,6 +149,7 @@ def test_whole_figures_and_ratios_exist(whole):
         assert positive(r["conversation"]["cpu_s_per_min"]), name
         assert positive(r["peak_rss_mb"]) and r["peak_rss_mb"] >= r["rss_end_mb"] > 1, name
         assert positive(r["start_to_setup_s"]), name
+        assert len(r["start_samples_s"]) == 2 and all(map(positive, r["start_samples_s"])), name
         for phase in ("conversation", "idle"):
             ph = r[phase]
             assert ph["wall_s"] > 0 and ph["cpu_s_per_min"] >= 0, (name, phase)
@@ -175,4 +176,5 @@ def test_whole_agent_threads_are_seen_by_their_os_names(whole):
     assert any(name.startswith("main (") for name in threads)
     named = {name for name in threads if name.startswith("pi-agent-")}
     assert len(named) >= 3, threads  # reader, writer, speaker, ... as top -H shows them
-    assert "idle" in result["mic_floor"], result["mic_floor"]
+    assert [f["period_ms"] for f in result["mic_floor"]] == [100, 20], result["mic_floor"]
+    assert all("idle" in f for f in result["mic_floor"]), result["mic_floor"]
