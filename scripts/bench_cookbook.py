@@ -204,6 +204,7 @@ class AudioLoop:
         )
         config = types.LiveConnectConfig(
             response_modalities=["AUDIO"],
+            media_resolution=types.MediaResolution.MEDIA_RESOLUTION_LOW,  # as pi-agent's default
             system_instruction=cfg["system"],
             speech_config=types.SpeechConfig(
                 voice_config=types.VoiceConfig(

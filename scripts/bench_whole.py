@@ -21,8 +21,9 @@ answer (a barge-in). Then the agent sits connected with nobody talking (the idle
 
 The harness sends only those presses and releases: it never polls the agents. It knows
 everything else from the fake server's records and the simulated card, and it reads CPU from
-``/proc/PID/stat`` and ``/proc/PID/task/*/stat`` (utime + stime), memory from
-``/proc/PID/status`` (VmHWM), so nothing it does is counted against an agent.
+``/proc/PID/stat`` (utime + stime) and ``/proc/PID/task/*/schedstat`` (per thread, with the
+OS thread names), memory from ``/proc/PID/status`` (VmHWM): nothing it does wakes an agent or
+is counted against one.
 
     scripts/bench --whole [--turns 6] [--seconds-per-turn 3] [--idle-s 60] [--json PATH]
 
@@ -635,7 +636,7 @@ def print_report(result: dict[str, Any]) -> None:
         )
     for name in AGENTS:
         r = result["agents"].get(name, {})
-        if "error" in r:
+        if not r or "error" in r:
             continue
         c = r["counts"]
         print(
