@@ -99,3 +99,82 @@ def test_a_failing_sub_bench_is_reported_not_fatal(monkeypatch):
     monkeypatch.setattr(bench_module, "ROOT", ROOT / "no-such-dir")
     assert "error" in bench_module.audio_bench(0.1)
     assert "error" in bench_module.camera_bench(1)
+
+
+# --------------------------------------------------------------------------- whole agent
+
+AGENTS = ("pi-agent", "cookbook")
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """scripts/bench_whole.py in a tiny mode: 2 turns of 1 s, a 2 s idle phase."""
+    pytest.importorskip("google.genai", reason="google-genai not installed")
+    pytest.importorskip("simplejpeg", reason="simplejpeg not installed")
+    pytest.importorskip("pyaudio", reason="PyAudio not installed")
+    out = tmp_path_factory.mktemp("whole") / "whole.json"
+    args = ["--turns", "2", "--seconds-per-turn", "1", "--idle-s", "2", "--settle-s", "0.5"]
+    args += ["--idle-settle-s", "0.5", "--gap-s", "0.5", "--starts", "1", "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_whole.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    return json.loads(out.read_text()), done.stdout
+
+
+@pytest.mark.timeout(300)
+def test_whole_agents_did_the_same_turns(whole):
+    result, _ = whole
+    assert set(result["agents"]) == set(AGENTS)
+    for name in AGENTS:
+        c = result["agents"][name]["counts"]
+        assert c["connections"] == 1, (name, c)
+        assert c["activity_starts"] == c["activity_ends"] == 2, (name, c)
+        assert c["tool_responses"] == 2 and c["answers"] == 2, (name, c)
+        assert c["interrupted"] == 1, (name, c)  # the barge-in of turn 1
+        assert c["video_frames_sent"] >= 2, (name, c)  # at least one frame per turn
+        assert c["audio_chunks_sent"] >= 2 * 25, (name, c)  # 1 s a turn in 40 ms chunks
+        assert c["played_s"] > 0, (name, c)  # the answers came out of the simulated speaker
+
+
+@pytest.mark.timeout(300)
+def test_whole_figures_and_ratios_exist(whole):
+    result, stdout = whole
+    for name in AGENTS:
+        r = result["agents"][name]
+        assert positive(r["conversation"]["cpu_s_per_min"]), name
+        assert positive(r["peak_rss_mb"]) and r["peak_rss_mb"] >= r["rss_end_mb"] > 1, name
+        assert positive(r["start_to_setup_s"]), name
+        assert len(r["start_samples_s"]) == 2 and all(map(positive, r["start_samples_s"])), name
+        for phase in ("conversation", "idle"):
+            ph = r[phase]
+            assert ph["wall_s"] > 0 and ph["cpu_s_per_min"] >= 0, (name, phase)
+            assert ph["threads"], (name, phase)
+    table = result["table"]
+    for key in ("cpu_s_per_min", "peak_rss_mb", "start_to_setup_s"):
+        row = table[key]
+        assert positive(row["ratio"]), key
+        assert row["ratio"] == pytest.approx(row["pi-agent"] / row["cookbook"]), key
+    assert [g["goal"] for g in result["goals"]] == [
+        "CPU per minute of conversation <= 0.5x cookbook",
+        "idle CPU <= 0.1 s/min",
+        "peak RSS <= 0.75x cookbook",
+        "start -> setupComplete <= 0.5x cookbook",
+    ]
+    assert all(isinstance(g["met"], bool) for g in result["goals"])
+    assert "CPU s per min of conversation" in stdout and "by thread" in stdout
+
+
+@pytest.mark.timeout(300)
+def test_whole_agent_threads_are_seen_by_their_os_names(whole):
+    result, _ = whole
+    threads = result["agents"]["pi-agent"]["conversation"]["threads"]
+    assert any(name.startswith("main (") for name in threads)
+    named = {name for name in threads if name.startswith("pi-agent-")}
+    assert len(named) >= 3, threads  # reader, writer, speaker, ... as top -H shows them
+    assert [f["period_ms"] for f in result["mic_floor"]] == [100, 20], result["mic_floor"]
+    assert all("idle" in f for f in result["mic_floor"]), result["mic_floor"]
