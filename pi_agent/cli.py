@@ -99,6 +99,24 @@ def run_until_signal(agent: Any) -> int:
         signals.restore()
 
 
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``demo`` subcommand's options (here, so ``pi-agent run`` never imports the demo)."""
+    parser.add_argument("--script", action="store_true", help="non-interactive: scripted turns")
+    parser.add_argument("--live", action="store_true", help="talk to the real Gemini Live API")
+    parser.add_argument(
+        "--mic",
+        action="store_true",
+        help="use this machine's default microphone and speaker instead of the simulated card",
+    )
+    parser.add_argument(
+        "--turns",
+        type=int,
+        help="turns in --script mode (default: the kitchen script, or each tool of --config once)",
+    )
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--log-file", help="write the agent's log here instead of the screen")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -184,8 +202,6 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_demo,
         "Try a config without a Pi: mock pins, a simulated sound card, a fake Live server.",
     )
-    from .demo import add_arguments as add_demo_arguments
-
     add_demo_arguments(p)
 
     p = add("ctl", cmd_ctl, "Control a running agent over its control socket.")

@@ -52,22 +52,7 @@ READY_TIMEOUT_S = 30.0
 TURN_TIMEOUT_S = 60.0
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``demo`` subcommand's options (``--config`` is added by the CLI)."""
-    parser.add_argument("--script", action="store_true", help="non-interactive: scripted turns")
-    parser.add_argument("--live", action="store_true", help="talk to the real Gemini Live API")
-    parser.add_argument(
-        "--mic",
-        action="store_true",
-        help="use this machine's default microphone and speaker instead of the simulated card",
-    )
-    parser.add_argument(
-        "--turns",
-        type=int,
-        help="turns in --script mode (default: the kitchen script, or each tool of --config once)",
-    )
-    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
-    parser.add_argument("--log-file", help="write the agent's log here instead of the screen")
+from .cli import add_demo_arguments as add_arguments  # noqa: E402,F401  (kept importable)
 
 
 def kitchen_config() -> Config:
