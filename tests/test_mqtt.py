@@ -440,11 +440,13 @@ def test_lamp_switches_through_the_device_layer_and_bounds_hold(
     discovered(ha, "hall")
     base = "pi-agent/hall/gpio"
 
+    sent = time.monotonic()
     ha.publish(f"{base}/lamp/set", "ON")
-    ha.wait_for(f"{base}/lamp", lambda m: m.text == "ON")
+    ha.wait_for(f"{base}/lamp", lambda m: m.text == "ON", after=sent)
     assert agent.pin("lamp").state == 1
+    sent = time.monotonic()  # the lamp's first retained "OFF" came before this
     ha.publish(f"{base}/lamp/set", "OFF")
-    ha.wait_for(f"{base}/lamp", lambda m: m.text == "OFF")
+    ha.wait_for(f"{base}/lamp", lambda m: m.text == "OFF", after=sent)
     assert agent.pin("lamp").state == 0
 
     ha.publish(f"{base}/counter_light/set", json.dumps({"state": "ON", "brightness": 128}))
