@@ -62,8 +62,8 @@ class ModelAnswers:
             self.counters["prompt_tokens"] += item.prompt_tokens
             self.counters["response_tokens"] += item.response_tokens
             self.counters["total_tokens"] += item.total_tokens
-        elif type(item).__name__ == "InteractionStatus":
-            self.working = getattr(item, "status", "") == "IN_PROGRESS"
+        elif isinstance(item, protocol.InteractionStatus):
+            self.working = item.status == "IN_PROGRESS"
 
     def _on_model_audio(self: Agent, session: Any, item: protocol.AudioChunk) -> None:
         """Audio that did not take the fast path: unwanted, or the model speaking by itself."""

@@ -304,9 +304,7 @@ def test_speech_the_model_starts_by_itself_is_played_and_logged():
 
 
 def test_interaction_status_keeps_the_light_busy_until_idle():
-    class InteractionStatus:
-        def __init__(self, status):
-            self.status = status
+    InteractionStatus = protocol.InteractionStatus
 
     c = ready()
     c.say("think hard")
