@@ -446,6 +446,13 @@ def thread_wakeups(worker) -> int:
     return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
 
 
+def _settled(worker) -> bool:
+    """No wakeup of the worker's thread over 50 ms."""
+    before = thread_wakeups(worker)
+    threading.Event().wait(0.05)
+    return thread_wakeups(worker) == before
+
+
 def test_first_reply_after_a_long_idle_is_played_whole(card, run):
     """Idle, the speaker thread sleeps without a timeout: how long it idles cannot matter."""
     rng = np.random.default_rng(7)
@@ -458,6 +465,8 @@ def test_first_reply_after_a_long_idle_is_played_whole(card, run):
     assert wait_for(speaker.idle.is_set)
     events.clear("idle")
 
+    # Let the thread reach its wait (going idle still takes a switch or two), then watch it.
+    assert wait_for(lambda: _settled(speaker)), "the speaker thread never settled"
     loops, wakeups = speaker.loops, thread_wakeups(speaker)
     threading.Event().wait(0.5)  # the idle window: nothing is played in it
     assert speaker.loops == loops, "the idle speaker thread ran"
