@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import subprocess
 import sys
@@ -40,8 +38,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "scripts"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from bench import _loadavg  # noqa: E402  (scripts/bench.py, stdlib only at import)
+from bench import machine as bench_machine  # noqa: E402
 
 from pi_agent.sim.fake_live import FakeLiveServer  # noqa: E402
 from tests.broker import Broker, HomeAssistant, wait_until  # noqa: E402
@@ -51,47 +53,17 @@ SECTION = "## Home Assistant fleet"
 START_TIMEOUT_S = 120.0  # generous: a Pi Zero starting ten Pythons at once is slow
 
 
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 def machine() -> dict[str, Any]:
-    """What the figures were measured on (the CPU, Python, paho, mosquitto, the load)."""
-    model = platform.processor() or platform.machine()
+    """What the figures were measured on: ``bench.machine()`` plus paho and mosquitto."""
     try:
-        fields: dict[str, str] = {}
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip().lower(), value.strip())
-        model = fields.get("model name") or fields.get("hardware") or fields.get("model") or model
-    except OSError:
-        pass
-    try:
-        board = Path("/proc/device-tree/model").read_text().strip("\0\n ")
-    except OSError:
-        board = None
-    try:
-        out = subprocess.run(
-            [_mosquitto(), "-h"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
-        mosquitto = re.search(r"version (\S+)", out)
+        out = subprocess.run([_mosquitto(), "-h"], capture_output=True, text=True, timeout=10)
+        mosquitto = re.search(r"version (\S+)", out.stdout)
     except OSError:
         mosquitto = None
     return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "board": board,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+        **bench_machine(),
         "paho_mqtt": metadata.version("paho-mqtt"),
         "mosquitto": mosquitto.group(1) if mosquitto else None,
-        "loadavg_start": _loadavg(),
     }
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -27,6 +30,40 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("PI_AGENT_HYPOTHESIS", "ci"))
+
+
+def wait_for(condition: Callable[[], object], timeout: float = TIMEOUT) -> bool:
+    """Look at a condition nobody signals (a counter, a pin, a server's state) until it
+    holds; False after ``timeout``. Waits on an Event between looks, never sleeps blind."""
+    pause = threading.Event()
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        pause.wait(0.005)
+    return True
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """One real mosquitto for a test module; each test uses its own device id."""
+    from .broker import Broker
+
+    b = Broker(tmp_path_factory.mktemp("mosquitto")).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def ha(broker):
+    """A paho client playing Home Assistant on that broker."""
+    from .broker import HomeAssistant
+
+    client = HomeAssistant(broker.port).start()
+    yield client
+    client.stop()
+
+
 FAKE_KEY = "fake-key-for-tests-0123456789"
 
 

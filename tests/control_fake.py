@@ -12,7 +12,6 @@ import contextlib
 import os
 import queue
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -132,16 +131,6 @@ def serving(
         yield srv
     finally:
         srv.stop()
-
-
-def wait_for(predicate: Any, timeout: float = TIMEOUT) -> bool:
-    """Poll a condition until it holds (the server's state is read, never slept on)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def budget(examples: int) -> settings:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +43,8 @@ from pi_agent.pcm import MicConverter, PaceGuard, mix_np, mix_py
 from pi_agent.sim.alsa import SimPcm, SimulatedSoundCard
 from pi_agent.sim.speech import synthesize, tone
 
+from .conftest import wait_for
+
 TIMEOUT = 10.0
 LOG = "pi_agent.audio"
 
@@ -53,16 +54,6 @@ needs_espeak = pytest.mark.skipif(
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
-    """Poll a condition (a counter, a state) until it holds; False on timeout."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def samples(pcm: bytes) -> np.ndarray:

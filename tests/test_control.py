@@ -30,8 +30,8 @@ from pi_agent.control import (
 )
 from pi_agent.errors import PiAgentError
 
-from .conftest import TIMEOUT
-from .control_fake import STATUS, FakeAgent, budget, serving, wait_for
+from .conftest import TIMEOUT, wait_for
+from .control_fake import STATUS, FakeAgent, budget, serving
 
 
 def test_control_parse_plain_and_json():
@@ -192,7 +192,7 @@ class Client:
             except BlockingIOError:  # the listen backlog is full: the server is catching up
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.005)
+                threading.Event().wait(0.005)
         self.reader = self.sock.makefile("rb")
 
     def send(self, data: bytes) -> None:

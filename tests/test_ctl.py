@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from pi_agent.cli import main
 from pi_agent.ctl import format_status, run_ctl
 
-from .conftest import TIMEOUT
-from .control_fake import STATUS, FakeAgent, budget, serving, wait_for
+from .conftest import TIMEOUT, wait_for
+from .control_fake import STATUS, FakeAgent, budget, serving
 
 
 @pytest.fixture

@@ -29,6 +29,8 @@ from pi_agent.devices import (
 )
 from pi_agent.errors import BoundsError, ClosedError, DeviceError, ToolError
 
+from .conftest import wait_for
+
 TIMEOUT = 5.0
 
 
@@ -54,17 +56,6 @@ def build(factory):
     yield build
     for devices in made:
         devices.close()
-
-
-def wait_for(predicate, timeout: float = TIMEOUT) -> bool:
-    """Poll ``predicate`` on an Event's wait (gpiozero's threads give us no hook)."""
-    tick = threading.Event()
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        tick.wait(0.002)
-    return True
 
 
 class FakeClock:

@@ -60,21 +60,6 @@ MAX_LEVEL = {"counter_light": 0.8, "strip": 0.8}  # like a tool's max
 ANGLES = (-45.0, 45.0)  # like move_blind's min/max
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    """One anonymous broker for the module's tests; each test uses its own device id."""
-    b = Broker(tmp_path_factory.mktemp("mosquitto")).start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def ha(broker):
-    client = HomeAssistant(broker.port).start()
-    yield client
-    client.stop()
-
-
 class Agent:
     """What the bridge talks to: submit, the device layer on mock pins, the device states."""
 

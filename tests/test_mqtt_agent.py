@@ -45,21 +45,6 @@ AGENT_ENTITIES = {"state", "connected", "problem", "cause", "mute", "volume", "t
 AGENT_ENTITIES |= {"latency", "tokens", "transcript", "tool"}
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    """One broker for the module; every test has its own device id (retained topics stay)."""
-    b = Broker(tmp_path_factory.mktemp("mosquitto")).start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def ha(broker):
-    client = HomeAssistant(broker.port).start()
-    yield client
-    client.stop()
-
-
 @pytest.fixture
 def server():
     with FakeLiveServer(api_key=FAKE_KEY) as srv:
