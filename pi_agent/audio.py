@@ -1,10 +1,11 @@
 """Microphone and speaker workers, and the half-duplex gate (samples: ``pcm.py``).
 
-* :class:`Microphone` (thread ``pi-agent-mic``) reads the device in 20 ms
-  blocks while capturing (100 ms while idle), turns them into 16 kHz s16le
-  mono chunks of ``audio.chunk_ms`` and keeps the last ``audio.preroll_ms`` so
-  the first syllable is never lost. A device that delivers far faster than
-  real time is a 'fault': nothing is delivered, and it is reopened.
+* :class:`Microphone` (thread ``pi-agent-mic``) reads the device one chunk
+  (``audio.chunk_ms``) at a time while capturing and in long periods
+  (``audio.idle_period_ms``) while idle, turns it into 16 kHz s16le mono
+  chunks and keeps the last ``audio.preroll_ms`` so the first syllable is
+  never lost. A device that delivers far faster than real time is a 'fault':
+  nothing is delivered, and it is reopened.
 * :class:`Speaker` (thread ``pi-agent-speaker``) plays the server's 24 kHz
   audio in 20 ms writes behind a small jitter buffer; :meth:`Speaker.flush`
   stops it within one write for barge-in.
@@ -15,7 +16,7 @@ Both workers survive their device: a missing or vanished device is retried
 with capped exponential backoff and reported once per state change through
 ``on_state(state, detail)`` ('starting', 'ok', 'missing', 'error', 'fault').
 Idle, both sleep: the speaker until there is something to play, the mic in
-long device reads.
+long device periods.
 Full duplex with an echo canceller is described in ``docs/audio.md``.
 """
 
@@ -76,8 +77,6 @@ __all__ = [
 
 log = logging.getLogger("pi_agent.audio")
 
-READ_MS = 20  #: device read size while capturing; chunks of any audio.chunk_ms are cut from it
-IDLE_READ_MS = 100  #: device read size while only the pre-roll is kept (10 wakeups a second)
 PERIOD_MS = 20  #: speaker write size: flush() waits for at most one of these
 MAX_BUFFER_S = 60.0  #: speaker buffer bound: replies arrive faster than real time
 CHIME_GUARD_S = 0.1  #: mic chunks this close to a chime are blanked
@@ -94,12 +93,15 @@ class Microphone(DeviceWorker):
     held, for every chunk after :meth:`start_capture`; it must only enqueue.
     Chunks are :class:`MicChunk` (bytes with ``captured_at``).
 
-    Idle (not capturing) the device is read ``IDLE_READ_MS`` at a time, so the
-    thread wakes 10 times a second instead of 50; PortAudio copies each device
-    period in C meanwhile. The read in progress at :meth:`start_capture`
-    finishes at its full length and its chunks are delivered after the
-    pre-roll: nothing lost, nothing twice, only the first live chunk up to
-    ``IDLE_READ_MS`` late.
+    The device period (and read size) is one chunk while capturing. While
+    idle it is ``audio.idle_period_ms`` (200 ms: 5 wakeups a second instead
+    of 25; on hardware the period is also how often the device interrupts),
+    so the stream is reopened when capture starts and when it stops. The read
+    in progress at :meth:`start_capture` finishes at its full length and its
+    chunks are delivered after the pre-roll: the first live chunk is up to one
+    idle period late, never lost. What the device captures while it is being
+    reopened (:attr:`last_switch_s`, a few ms) is not read on hardware; with
+    ``audio.idle_period_ms: 0`` the mic keeps one period and never reopens.
     """
 
     role = "microphone"
@@ -118,7 +120,8 @@ class Microphone(DeviceWorker):
         self.gate = gate
         self.chunk_bytes = MIC_RATE * settings.chunk_ms // 1000 * 2
         self._chunk_s = settings.chunk_ms / 1000
-        self._preroll: deque[MicChunk] = deque(
+        # plain chunks, the newest read at last_chunk_time: stamped only when handed out
+        self._preroll: deque[bytes] = deque(
             maxlen=math.ceil(settings.preroll_ms / settings.chunk_ms)
         )
         #: Held while a chunk is handed out; hold it to order work against new chunks.
@@ -137,6 +140,11 @@ class Microphone(DeviceWorker):
         self._ok_detail = ""
         #: Device reads so far (the thread's loop turns).
         self.loops = 0
+        #: Reopens to change the device period (capture started or stopped).
+        self.switches = 0
+        #: Seconds the last such reopen took: on hardware, audio not captured.
+        self.last_switch_s = 0.0
+        self._device_index = -1
 
     # -- the agent's side
     def start_capture(self, *, gated: bool = False, deliver_preroll: bool = False) -> list[bytes]:
@@ -149,7 +157,7 @@ class Microphone(DeviceWorker):
         while the gate is closed. A second call only changes ``gated``.
         """
         with self.capture_lock:
-            preroll = list(self._preroll)
+            preroll = self._stamped_preroll()
             self._preroll.clear()
             if deliver_preroll:
                 for chunk in preroll:
@@ -158,6 +166,11 @@ class Microphone(DeviceWorker):
             self._capturing = True
             self._gated = gated
         return preroll
+
+    def _stamped_preroll(self) -> list[bytes]:
+        """The ring as :class:`MicChunk` objects, the newest ending at the last read."""
+        end, step, n = self._last_chunk_time or 0.0, self._chunk_s, len(self._preroll)
+        return [MicChunk.at(pcm, end - (n - 1 - i) * step) for i, pcm in enumerate(self._preroll)]
 
     def stop_capture(self) -> None:
         """Stop delivering; chunks go to the pre-roll ring again."""
@@ -210,12 +223,13 @@ class Microphone(DeviceWorker):
                 f"input device {dev.name!r} supports none of {', '.join(map(str, candidates))} Hz"
                 f" with {channels} channel(s)"
             )
-        frames = rate * READ_MS // 1000
+        frames = self._period_frames(rate)
         # the converter first: it may load numpy and soxr, which must not delay the first read
         self._conv = MicConverter(rate, channels, s.input_channel, s.mic_gain_db, self.chunk_bytes)
         self._stream = self._hub.open(
             dev.index, rate=rate, channels=channels, frames=frames, input=True, start=True
         )
+        self._device_index = dev.index
         self.device_name, self.device_rate = dev.name, rate
         how = "" if rate == MIC_RATE else f", resampled to {MIC_RATE} Hz"
         pick = "" if channels == 1 else f", channel {s.input_channel}"
@@ -246,17 +260,41 @@ class Microphone(DeviceWorker):
         if self._trusted:
             self._set_state("ok", detail)
 
+    def _period_frames(self, rate: int) -> int:
+        """Frames per device period (and per read) for the present capture state."""
+        idle_ms = self.settings.idle_period_ms
+        ms = idle_ms if idle_ms and not self._capturing else self.settings.chunk_ms
+        return rate * ms // 1000
+
+    def _switch(self, stream: Stream, frames: int) -> Stream:
+        """Reopen the device with another period, at once (capture started or stopped)."""
+        began = time.monotonic()
+        rate, channels = stream.rate, stream.channels
+        self._close_stream()
+        self._stream = self._hub.open(
+            self._device_index, rate=rate, channels=channels, frames=frames, input=True, start=True
+        )
+        self.switches += 1
+        self.last_switch_s = time.monotonic() - began
+        log.debug(
+            "microphone: %d ms periods (reopened in %.1f ms)",
+            frames * 1000 // rate,
+            self.last_switch_s * 1000,
+        )
+        return self._stream
+
     def _serve(self) -> None:
         stream, conv = self._stream, self._conv
         assert stream is not None and conv is not None
-        live = stream.frames
-        idle = stream.rate * IDLE_READ_MS // 1000
-        detector = LossDetector(stream.rate, live)
+        detector = LossDetector(stream.rate, stream.frames)
         pace = PaceGuard(stream.rate)
         self._reopen_asked = False
         while not (self.stopping.is_set() or self._hub.reinit_pending or self._reopen_asked):
             self.loops += 1
-            frames = live if self._capturing else idle
+            frames = self._period_frames(stream.rate)
+            if frames != stream.frames:
+                stream = self._switch(stream, frames)
+                detector.resize(frames)  # the same audio goes on: keep counting
             began = time.monotonic()
             data = stream.read(frames)
             now = time.monotonic()
@@ -270,8 +308,8 @@ class Microphone(DeviceWorker):
             if detector.update(frames, began, now):
                 self._count_overflow(now)
             chunks = conv.push(data)
-            for i, pcm in enumerate(chunks, 1 - len(chunks)):  # the last one ends now
-                self._emit(pcm, max(now + i * self._chunk_s, self._last_chunk_time or 0.0))
+            if chunks:
+                self._deliver(chunks, now)
 
     def _count_overflow(self, now: float) -> None:
         self._overflows += 1
@@ -284,23 +322,30 @@ class Microphone(DeviceWorker):
                 _OVERFLOW_LOG_EVERY_S,
             )
 
-    def _emit(self, pcm: bytes, now: float) -> None:
-        chunk = MicChunk.at(pcm, now)
-        self._chunks += 1
-        self._last_chunk_time = now
+    def _deliver(self, chunks: list[bytes], now: float) -> None:
+        """Chunks of one read, the last ending ``now``: to the pre-roll ring, or out."""
+        self._chunks += len(chunks)
         with self.capture_lock:
             if not self._capturing or not self._trusted:
-                self._preroll.append(chunk)
+                self._preroll.extend(chunks)  # idle: one call per read, no stamping
+                self._last_chunk_time = max(now, self._last_chunk_time or 0.0)
                 return
-            gate = self.gate
-            if gate is not None:
-                if self._gated and not gate.is_open():
-                    self.skipped += 1
-                    return
-                if gate.chime_overlaps(now - self._chunk_s, now):
-                    self.blanked += 1
-                    chunk = MicChunk.at(bytes(len(pcm)), now)
-            call_logged(self._on_chunk, chunk)
+            for i, pcm in enumerate(chunks, 1 - len(chunks)):  # the last one ends now
+                self._emit(pcm, max(now + i * self._chunk_s, self._last_chunk_time or 0.0))
+
+    def _emit(self, pcm: bytes, now: float) -> None:
+        """One live chunk (lock held): skipped or blanked by the gate, else passed on."""
+        self._last_chunk_time = now
+        chunk = MicChunk.at(pcm, now)
+        gate = self.gate
+        if gate is not None:
+            if self._gated and not gate.is_open():
+                self.skipped += 1
+                return
+            if gate.chime_overlaps(now - self._chunk_s, now):
+                self.blanked += 1
+                chunk = MicChunk.at(bytes(len(pcm)), now)
+        call_logged(self._on_chunk, chunk)
 
 
 # --------------------------------------------------------------------------- speaker

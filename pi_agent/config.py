@@ -121,6 +121,13 @@ class AudioSettings:
     chunk_ms: int = opt(40, "Milliseconds of audio per message to the server.", min=20, max=100)
     mic_gain_db: float = opt(0.0, "Software gain applied to the mic.", min=-20, max=40)
     preroll_ms: int = opt(300, "Mic audio kept from before the button press.", min=0, max=2000)
+    idle_period_ms: int = opt(
+        200,
+        "Mic device period while only the pre-roll is kept (fewer wakeups); the mic is reopened"
+        " with chunk_ms periods at the press. 0 = one period, never reopened.",
+        min=0,
+        max=1000,
+    )
     volume: float = opt(1.0, "Speaker volume 0-1 (changeable at run time).", min=0, max=1)
     jitter_ms: int = opt(80, "Audio buffered before playback starts.", min=0, max=1000)
     echo_tail_ms: int = opt(

@@ -354,6 +354,13 @@ def _is_loopback(host: str) -> bool:
 
 def _check(config: Config, problems: _Problems) -> None:
     """Cross-field rules that a type cannot express."""
+    audio = config.audio
+    if 0 < audio.idle_period_ms < audio.chunk_ms:
+        problems.add(
+            "audio.idle_period_ms",
+            f"{audio.idle_period_ms} is below audio.chunk_ms ({audio.chunk_ms}); use 0 to keep"
+            " one period",
+        )
     used: dict[int, str] = {}
     for name, dev in config.devices.items():
         path = f"devices.{name}"

@@ -131,12 +131,16 @@ class LossDetector:
 
     def __init__(self, rate: int, frames: int):
         self.rate = rate
-        self.period = frames / rate
-        self.threshold = max(2 * frames, 0.05 * rate)
+        self.resize(frames)
         self.t0: float | None = None
         self.total = 0
         self.base: float | None = None
         self.suspect = False
+
+    def resize(self, frames: int) -> None:
+        """A new read size on the same stream of audio (the accounting goes on)."""
+        self.period = frames / self.rate
+        self.threshold = max(2 * frames, 0.05 * self.rate)
 
     def update(self, frames: int, began: float, now: float) -> bool:
         if self.t0 is None:

@@ -22,8 +22,10 @@ seconds per minute and kernel wakeups per second (voluntary context switches,
 from ``/proc``). ``--first-write N`` measures what the speaker's first write of
 a reply costs with the device kept open (stopped) while idle, against opening
 it again (the device lookup, rate probe and open that a reopen would add).
-``--flood SECONDS`` measures a mic at end of file (stale audio as fast as it
-is read) during a turn: process CPU over the episode, audio delivered, faults.
+``--switch N`` measures how long the mic's reopen takes at N presses and N
+releases (idle and live periods differ). ``--flood SECONDS`` measures a mic
+at end of file (stale audio as fast as it is read) during a turn: process
+CPU over the episode, audio delivered, faults.
 ``--rss`` measures the peak RSS of a fresh process running Microphone and
 Speaker through a turn with a chime, per config, and whether numpy got loaded.
 """
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import queue
+import statistics
 import subprocess
 import sys
 import threading
@@ -212,11 +215,11 @@ def wait_until(condition, timeout: float = 10.0, poll: float = 0.005) -> bool:
     return True
 
 
-def idle_cost(seconds: float) -> list[dict[str, float | str]]:
+def idle_cost(seconds: float, idle_period_ms: int = 200) -> list[dict[str, float | str]]:
     """Per-thread CPU and wakeups of an idle Microphone (pre-roll only) and Speaker."""
     rows = []
     with SimulatedSoundCard():
-        settings = AudioSettings()
+        settings = AudioSettings(idle_period_ms=idle_period_ms)
         speaker = Speaker(settings)
         mic = Microphone(settings, lambda chunk: None)
         speaker.start()
@@ -227,7 +230,7 @@ def idle_cost(seconds: float) -> list[dict[str, float | str]]:
             speaker.play_chime("connected")  # what a started agent has done
             wait_until(lambda: speaker.idle.is_set())
             time.sleep(0.5)
-            workers = {"mic (pre-roll)": mic, "speaker (idle)": speaker}
+            workers = {f"mic ({idle_period_ms} ms)": mic, "speaker (idle)": speaker}
             before = {
                 k: (thread_cpu(w._thread), thread_wakeups(w._thread)) for k, w in workers.items()
             }
@@ -252,6 +255,39 @@ def idle_cost(seconds: float) -> list[dict[str, float | str]]:
             mic.stop()
             speaker.stop()
     return rows
+
+
+def switch_cost(repeats: int) -> dict[str, float]:
+    """Mic: how long the reopen at a press (and at a release) takes, in ms.
+
+    On hardware the device captures nothing while it is reopened; on the
+    simulated card the audio waits in its socket, so only the time is measured.
+    """
+    times: list[float] = []
+    with SimulatedSoundCard():
+        mic = Microphone(AudioSettings(), lambda chunk: None)
+        mic.start()
+        try:
+            if not wait_until(lambda: mic.state == "ok" and mic.chunks >= 5):
+                raise SystemExit(f"mic not ready: {mic.state}")
+            for i in range(repeats * 2):
+                switches = mic.switches
+                if i % 2 == 0:
+                    mic.start_capture()
+                else:
+                    mic.stop_capture()
+                if not wait_until(lambda n=switches: mic.switches > n):
+                    raise SystemExit("the mic did not reopen")
+                times.append(mic.last_switch_s * 1000)
+        finally:
+            mic.stop()
+    times.sort()
+    return {
+        "reopens": len(times),
+        "median_ms": statistics.median(times),
+        "p90_ms": times[int(len(times) * 0.9)],
+        "max_ms": times[-1],
+    }
 
 
 def first_write_latency(repeats: int) -> dict[str, float]:
@@ -410,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON rows instead")
     parser.add_argument("--idle", type=float, metavar="SECONDS", help="measure idle cost only")
     parser.add_argument("--first-write", type=int, metavar="N", help="speaker first-write only")
+    parser.add_argument("--switch", type=int, metavar="N", help="mic reopen at N presses only")
     parser.add_argument("--flood", type=float, metavar="SECONDS", help="mic at end of file only")
     parser.add_argument("--rss", action="store_true", help="peak RSS per config only")
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
@@ -435,8 +472,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
         return 0
 
+    if args.switch:
+        result = switch_cost(args.switch)
+        print(
+            json.dumps(result, indent=2)
+            if args.json
+            else "\n".join(f"{k:12} {v:8.2f}" for k, v in result.items())
+        )
+        return 0
     if args.idle:
-        idle_rows = idle_cost(args.idle)
+        idle_rows = idle_cost(args.idle) + idle_cost(args.idle, idle_period_ms=0)[:1]
         if args.json:
             print(json.dumps(idle_rows, indent=2))
             return 0

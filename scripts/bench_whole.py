@@ -342,7 +342,7 @@ while True:
     s.read(1600, exception_on_overflow=False)
 """
 #: Device periods of the bare mic loops (frames at 16 kHz): 100 ms (the least), and 20 ms
-#: (the period pi-agent opens its mic with, audio.READ_MS) with the same 100 ms reads.
+#: (a short period, as pi-agent used to keep while idle) with the same 100 ms reads.
 FLOOR_PERIODS = (1600, 320)
 
 

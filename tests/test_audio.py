@@ -276,14 +276,16 @@ def assert_contiguous(pcm: bytes, signal: bytes) -> None:
     assert not x[start + n :].any()  # and silence after it
 
 
-@pytest.mark.parametrize("idle_chunks", [1, 3, 4])
-def test_switching_between_idle_and_live_reads_loses_and_repeats_nothing(card, run, idle_chunks):
-    """Idle reads are 100 ms, live ones 20 ms: the switch keeps the stream byte-exact."""
+@pytest.mark.parametrize("idle_chunks", [1, 3, 5])
+def test_switching_between_idle_and_live_periods_loses_and_repeats_nothing(card, run, idle_chunks):
+    """Idle periods are 200 ms, live ones a chunk (40 ms): the device is reopened at each
+    switch and the stream stays byte-exact (the simulated card loses nothing in a reopen)."""
     signal = ramp(2.5)
-    mic, got = ready_mic(run, AudioSettings(chunk_ms=40, preroll_ms=300))
+    mic, got = ready_mic(run, AudioSettings(chunk_ms=40, preroll_ms=300, idle_period_ms=200))
     loops, chunks = mic.loops, mic.chunks
     assert wait_for(lambda: mic.loops >= loops + 2)
-    assert mic.chunks - chunks >= 2 * (mic.loops - loops - 1)  # idle: 100 ms (2.5 chunks) a read
+    assert mic.chunks - chunks >= 5 * (mic.loops - loops - 1)  # idle: 200 ms (5 chunks) a read
+    assert mic.switches == 0
     card.speak(signal)
     seen = mic.chunks
     assert wait_for(lambda: mic.chunks >= seen + 3 + idle_chunks)  # somewhere in a read
@@ -297,10 +299,27 @@ def test_switching_between_idle_and_live_reads_loses_and_repeats_nothing(card, r
     assert card.wait_spoken(TIMEOUT)
     settle(mic, 6)
     mic.stop_capture()
+    assert mic.switches >= 3  # to live, to idle, to live (and maybe idle again)
+    assert 0 < mic.last_switch_s < 1
 
     pcm = got.pcm
     stream = b"".join(first) + pcm[: live * 1280] + b"".join(second) + pcm[live * 1280 :]
     assert_contiguous(stream, signal)
+
+
+def test_idle_period_zero_keeps_one_period_and_never_reopens(card, run):
+    signal = ramp(1.0)
+    mic, got = ready_mic(run, AudioSettings(chunk_ms=40, preroll_ms=300, idle_period_ms=0))
+    loops, chunks = mic.loops, mic.chunks
+    assert wait_for(lambda: mic.loops >= loops + 3)
+    assert mic.chunks - chunks <= mic.loops - loops + 1  # one chunk a read while idle too
+    card.speak(signal)
+    first = mic.start_capture()
+    assert card.wait_spoken(TIMEOUT)
+    settle(mic, 3)
+    mic.stop_capture()
+    assert mic.switches == 0 and mic.opens == 1
+    assert_contiguous(b"".join(first) + got.pcm, signal)
 
 
 def test_overflow_is_detected_counted_and_logged_once(card, run, caplog):

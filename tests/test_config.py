@@ -79,6 +79,16 @@ def test_config_all_problems_at_once():
     ]
 
 
+def test_config_idle_period_is_zero_or_at_least_a_chunk():
+    assert problems_of({"audio": {"chunk_ms": 60, "idle_period_ms": 40}}) == [
+        "audio.idle_period_ms: 40 is below audio.chunk_ms (60); use 0 to keep one period"
+    ]
+    assert parse_config({"audio": {"chunk_ms": 60, "idle_period_ms": 0}}).audio.idle_period_ms == 0
+    assert problems_of({"audio": {"idle_period_ms": 1001}}) == [
+        "audio.idle_period_ms: 1001 is above the maximum 1000"
+    ]
+
+
 def test_config_wrong_section_type():
     assert problems_of({"audio": [1, 2]}) == ["audio: must be a mapping, not list"]
     assert problems_of([1]) == ["must be a mapping, not list"]
