@@ -244,9 +244,14 @@ class Agent(ModelAnswers, LinkEvents, Display, Commands):
     # ----------------------------------------------------------------- the loop
 
     def start(self) -> None:
-        """Start the parts and schedule the first connection (no loop: see ``run``)."""
-        self.parts.start()
+        """Begin the first connection, then start the parts (no loop: see ``run``).
+
+        Connecting first lets TCP, TLS and setup overlap opening the audio
+        devices and importing the camera's libraries (on their own threads).
+        """
         self.link.schedule(0.0)
+        self._maybe_connect()
+        self.parts.start()
         self._refresh()
 
     def run(self) -> int:

@@ -93,6 +93,23 @@ def media_resolution_enum(settings: CameraSettings) -> str | None:
 # --------------------------------------------------------------------------- encoding
 
 
+def _require(module: str, message: str) -> None:
+    """Fail at startup, as one line, when a library is missing, without importing it yet.
+
+    The import itself (numpy comes with simplejpeg, libcamera with picamera2:
+    a large part of a start) happens in ``start()`` on the camera's own thread,
+    after the agent has begun connecting.
+    """
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise CameraError(message.format(error=f"No module named {module!r}"))
+
+
 def _import_simplejpeg() -> ModuleType:
     try:
         import simplejpeg
@@ -278,14 +295,20 @@ class SyntheticCamera(_Backend):
 
     def __init__(self, settings: CameraSettings, *, clock: Callable[[], float] = time.time):
         super().__init__(settings)
-        _import_simplejpeg()
-        import numpy as np
-
+        _require("simplejpeg", MISSING_SIMPLEJPEG)
         self.clock = clock
         self.captures = 0
         self._fault: str | None = None
         self._unhang = threading.Event()
-        w, h = settings.width, settings.height
+        self._bars: np.ndarray | None = None
+
+    def _prepare(self) -> None:
+        """Build the bars and glyphs once (numpy is imported here, not at construction)."""
+        if self._bars is not None:
+            return
+        import numpy as np
+
+        w, h = self.settings.width, self.settings.height
         row = np.array(_BARS, np.uint8)[np.arange(w) * len(_BARS) // w]
         self._bars = np.concatenate([row, row])  # a window into this scrolls
         self._band = min(max(h // 6, 12), h // 3)
@@ -313,12 +336,15 @@ class SyntheticCamera(_Backend):
     def start(self) -> None:
         if self._closed:
             raise ClosedError("SyntheticCamera is closed")
+        _import_simplejpeg()
+        self._prepare()
         self._started = True
 
     def render(self, now: float | None = None) -> np.ndarray:
         """One RGBX frame at the sensor size, for time ``now`` (default: the clock)."""
         import numpy as np
 
+        self._prepare()
         now = self.clock() if now is None else now
         w, h = self.settings.width, self.settings.height
         top = h - self._band
@@ -364,21 +390,25 @@ class Picamera2Camera(_Backend):
     def __init__(self, settings: CameraSettings, picamera2_module: Any = None):
         super().__init__(settings)
         if picamera2_module is None:
-            try:
-                import picamera2 as picamera2_module
-            except Exception as exc:  # ImportError, or libcamera failing inside it
-                error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise CameraError(MISSING_PICAMERA2.format(error=error)) from None
-        _import_simplejpeg()
+            _require("picamera2", MISSING_PICAMERA2)
+        _require("simplejpeg", MISSING_SIMPLEJPEG)
         self._module = picamera2_module
         self._camera: Any = None
 
     def start(self) -> None:
-        """Open, configure and start the camera (runs on the camera's io thread)."""
+        """Import picamera2, open, configure and start the camera (on the camera's io thread)."""
         if self._closed:
             raise ClosedError("Picamera2Camera is closed")
         if self._started:
             return
+        if self._module is None:
+            try:
+                import picamera2
+            except Exception as exc:  # ImportError, or libcamera failing inside it
+                error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise CameraError(MISSING_PICAMERA2.format(error=error)) from None
+            self._module = picamera2
+        _import_simplejpeg()
         s = self.settings
         pixel_format = "XRGB8888" if s.rotation in (90, 270) else "RGB888"
         try:

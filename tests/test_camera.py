@@ -424,7 +424,7 @@ def _fresh_python(code: str) -> str:
 LOADED = "print(sorted(m for m in ('numpy', 'simplejpeg', 'pi_agent.camera') if m in sys.modules))"
 
 
-def test_camera_import_loads_no_encoder_until_a_backend_is_built():
+def test_camera_import_loads_no_encoder_until_a_backend_is_started():
     out = _fresh_python(
         "import sys\n"
         "from pi_agent.camera import FrameSampler, camera_enabled, open_camera\n"
@@ -432,13 +432,16 @@ def test_camera_import_loads_no_encoder_until_a_backend_is_built():
         f"{LOADED}\n"
         "assert open_camera(CameraSettings(backend='none')) is None\n"
         f"{LOADED}\n"
-        "open_camera(CameraSettings(backend='synthetic'))\n"
+        "camera = open_camera(CameraSettings(backend='synthetic'))\n"
+        f"{LOADED}\n"
+        "camera.start()\n"
         f"{LOADED}\n"
     )
     assert out.splitlines() == [
         "['pi_agent.camera']",
         "['pi_agent.camera']",  # no camera configured: no encoder either
-        "['numpy', 'pi_agent.camera', 'simplejpeg']",
+        "['pi_agent.camera']",  # built (the library is there), not imported: the agent connects
+        "['numpy', 'pi_agent.camera', 'simplejpeg']",  # started, on the camera's own thread
     ]
 
 
