@@ -94,8 +94,8 @@ class Microphone(DeviceWorker):
     Chunks are :class:`MicChunk` (bytes with ``captured_at``).
 
     The device period (and read size) is one chunk while capturing. While
-    idle it is ``audio.idle_period_ms`` (200 ms: 5 wakeups a second instead
-    of 25; on hardware the period is also how often the device interrupts),
+    idle it is ``audio.idle_period_ms`` (300 ms: about 3 wakeups a second
+    instead of 25; on hardware the period is also how often the device interrupts),
     so the stream is reopened when capture starts and when it stops. The read
     in progress at :meth:`start_capture` finishes at its full length and its
     chunks are delivered after the pre-roll: the first live chunk is up to one

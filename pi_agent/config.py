@@ -122,7 +122,7 @@ class AudioSettings:
     mic_gain_db: float = opt(0.0, "Software gain applied to the mic.", min=-20, max=40)
     preroll_ms: int = opt(300, "Mic audio kept from before the button press.", min=0, max=2000)
     idle_period_ms: int = opt(
-        200,
+        300,
         "Mic device period while only the pre-roll is kept (fewer wakeups); the mic is reopened"
         " with chunk_ms periods at the press. 0 = one period, never reopened.",
         min=0,

@@ -215,7 +215,9 @@ def wait_until(condition, timeout: float = 10.0, poll: float = 0.005) -> bool:
     return True
 
 
-def idle_cost(seconds: float, idle_period_ms: int = 200) -> list[dict[str, float | str]]:
+def idle_cost(
+    seconds: float, idle_period_ms: int = AudioSettings.idle_period_ms
+) -> list[dict[str, float | str]]:
     """Per-thread CPU and wakeups of an idle Microphone (pre-roll only) and Speaker."""
     rows = []
     with SimulatedSoundCard():

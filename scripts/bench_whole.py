@@ -339,15 +339,16 @@ pa = pyaudio.PyAudio()
 s = pa.open(format=pyaudio.paInt16, channels=1, rate=16000, input=True, frames_per_buffer={period})
 print("open", flush=True)
 while True:
-    s.read(1600, exception_on_overflow=False)
+    s.read({read}, exception_on_overflow=False)
 """
-#: Device periods of the bare mic loops (frames at 16 kHz): 100 ms (the least), and 20 ms
-#: (a short period, as pi-agent used to keep while idle) with the same 100 ms reads.
-FLOOR_PERIODS = (1600, 320)
+#: (device period, read size) of the bare mic loops, in frames at 16 kHz: pi-agent's idle
+#: period (audio.idle_period_ms, 300 ms) read whole, and 20 ms periods read 100 ms at a time
+#: (what pi-agent did before it reopened the mic with long periods while idle).
+FLOOR_PERIODS = ((4800, 4800), (320, 1600))
 
 
-def mic_floor(opts: argparse.Namespace, period: int) -> dict[str, Any]:
-    """What a process keeping the mic open spends here with no work: bare PyAudio, 100 ms reads.
+def mic_floor(opts: argparse.Namespace, period: int, read: int) -> dict[str, Any]:
+    """What a process keeping the mic open spends here with no work: bare PyAudio.
 
     Same simulated card, same /proc measurement as the idle phase of the agents.
     """
@@ -358,7 +359,7 @@ def mic_floor(opts: argparse.Namespace, period: int) -> dict[str, Any]:
         SimulatedSoundCard(Path(tmp) / "alsa") as card,
     ):
         proc = subprocess.Popen(
-            [sys.executable, "-c", MIC_FLOOR.format(period=period)],
+            [sys.executable, "-c", MIC_FLOOR.format(period=period, read=read)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             pass_fds=card.pass_fds,
@@ -371,7 +372,8 @@ def mic_floor(opts: argparse.Namespace, period: int) -> dict[str, Any]:
             a = snapshot(proc.pid)
             time.sleep(opts.idle_s)
             b = snapshot(proc.pid)
-            return {"period_ms": period * 1000 // IN_RATE, "read_ms": 100, "idle": phase(a, b)}
+            ms = {"period_ms": period * 1000 // IN_RATE, "read_ms": read * 1000 // IN_RATE}
+            return {**ms, "idle": phase(a, b)}
         finally:
             _stop(proc)
 
@@ -752,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bench-whole: {name} failed: {r['error']}", file=sys.stderr, flush=True)
     if opts.mic_floor:
         print("bench-whole: running the bare mic loop ...", file=sys.stderr, flush=True)
-        result["mic_floor"] = [mic_floor(opts, period) for period in FLOOR_PERIODS]
+        result["mic_floor"] = [mic_floor(opts, *floor) for floor in FLOOR_PERIODS]
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     result["harness_cpu_s"] = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
     result["total_s"] = time.monotonic() - started

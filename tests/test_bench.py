@@ -176,5 +176,5 @@ def test_whole_agent_threads_are_seen_by_their_os_names(whole):
     assert any(name.startswith("main (") for name in threads)
     named = {name for name in threads if name.startswith("pi-agent-")}
     assert len(named) >= 3, threads  # reader, writer, speaker, ... as top -H shows them
-    assert [f["period_ms"] for f in result["mic_floor"]] == [100, 20], result["mic_floor"]
+    assert [(f["period_ms"], f["read_ms"]) for f in result["mic_floor"]] == [(300, 300), (20, 100)]
     assert all("idle" in f for f in result["mic_floor"]), result["mic_floor"]
