@@ -45,6 +45,18 @@ def agent_config(server, tmp_path, **sections: Any):
     return parse_config(data)
 
 
+def thread_stacks() -> str:
+    """Where every thread is (a wait that timed out says what was stuck)."""
+    import sys
+    import traceback
+
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(
+        f"--- {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame)[-4:])
+        for ident, frame in sys._current_frames().items()
+    )
+
+
 class RunningAgent:
     """Context manager: agent.run() on a thread; helpers to wait on its state."""
 
@@ -70,7 +82,9 @@ class RunningAgent:
     def wait(self, predicate, timeout: float = TIMEOUT, what: str = "condition") -> None:
         """Wait until the agent, after handling some event, satisfies ``predicate``."""
         if not self.agent.wait_until(predicate, timeout):
-            raise AssertionError(f"timed out waiting for {what}; state={self.agent.state}")
+            raise AssertionError(
+                f"timed out waiting for {what}; state={self.agent.state}\n{thread_stacks()}"
+            )
 
     def wait_state(self, *states: State, timeout: float = TIMEOUT) -> None:
         self.wait(lambda a: a.state in states, timeout, f"state in {states}")
