@@ -328,9 +328,23 @@ WARM_UP = {
 }
 
 
+def installed_env() -> dict[str, str]:
+    """The environment of an installed agent: bytecode is cached (``pip install`` compiles
+    it; a shell or CI may set PYTHONDONTWRITEBYTECODE, which would make every start of an
+    editable checkout compile its own modules again)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def warm_up(name: str) -> None:
-    """Import the agent's modules once in a throwaway process: both start from a warm cache."""
-    subprocess.run([sys.executable, "-c", WARM_UP[name]], cwd=ROOT, check=True, timeout=120)
+    """Import the agent's modules once in a throwaway process: both start from a warm cache
+    (page cache and bytecode)."""
+    subprocess.run(
+        [sys.executable, "-c", WARM_UP[name]],
+        cwd=ROOT,
+        env=installed_env(),
+        check=True,
+        timeout=120,
+    )
 
 
 MIC_FLOOR = """
@@ -419,7 +433,7 @@ def run_agent(
     argv, control = make(work, server)
     log_path = work / "agent.log"
     with SimulatedSoundCard(work / "alsa") as card, open(log_path, "w") as log:
-        env = {**os.environ, "GEMINI_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
+        env = {**installed_env(), "GEMINI_API_KEY": API_KEY, "PYTHONUNBUFFERED": "1"}
         for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "PI_AGENT_CONFIG"):
             env.pop(var, None)
         conns_before = len(server.connections)
