@@ -64,6 +64,13 @@ def bridge_of(run: RunningAgent) -> MqttBridge:
     return next(e for e in run.agent.parts.extras if isinstance(e, MqttBridge))
 
 
+def commands_heard(ha: HomeAssistant, base: str) -> None:
+    """Wait until the bridge listens: it subscribes to its command topics, then says
+    ``online`` on the same connection, so the broker has the subscription by then (READY
+    alone does not say so: the agent connects to Gemini and the broker in parallel)."""
+    ha.wait_for(f"{base}/availability", lambda m: m.text == "online")
+
+
 def states_after(ha: HomeAssistant, topic: str, mark: float) -> list[str]:
     """The agent states Home Assistant saw since ``mark``, repeats folded."""
     seen: list[str] = []
@@ -166,6 +173,7 @@ def test_mute_from_home_assistant_holds_the_talk_button(broker, ha, server, tmp_
     base = "pi-agent/nursery"
     with mqtt_agent(server, tmp_path, broker.port, "nursery") as run:
         run.wait_state(State.READY)
+        commands_heard(ha, base)
         ha.wait_for(f"{base}/mute", lambda m: m.text == "OFF")
         ha.publish(f"{base}/mute/set", "ON")
         ha.wait_for(f"{base}/mute", lambda m: m.text == "ON")
@@ -193,6 +201,7 @@ def test_volume_from_home_assistant_reaches_the_speaker(broker, ha, server, card
     base = "pi-agent/kitchen"
     with mqtt_agent(server, tmp_path, broker.port, "kitchen", audio=audio) as run:
         run.wait_state(State.READY)
+        commands_heard(ha, base)
         run.wait(lambda a: a.speaker.state == "ok", what="the speaker to open on the card")
         ha.wait_for(f"{base}/volume", lambda m: m.text == "100")
         ha.publish(f"{base}/volume/set", "60")
@@ -212,6 +221,7 @@ def test_volume_without_a_speaker_is_refused_and_home_assistant_gets_the_truth_b
     base = "pi-agent/pantry"
     with mqtt_agent(server, tmp_path, broker.port, "pantry") as run:  # audio: none
         run.wait_state(State.READY)
+        commands_heard(ha, base)
         before = ha.wait_for(f"{base}/volume").text
         mark = time.monotonic()
         ha.publish(f"{base}/volume/set", "40")
@@ -229,6 +239,7 @@ def test_say_from_home_assistant_brings_the_answer_and_tool_events(broker, ha, s
     base = "pi-agent/hall"
     with mqtt_agent(server, tmp_path, broker.port, "hall") as run:
         run.wait_state(State.READY)
+        commands_heard(ha, base)
         ha.wait_for(f"{base}/gpio/lamp", lambda m: m.text == "OFF")
         ha.publish(f"{base}/say/set", "switch the lamp on")
         model = ha.wait_for(f"{base}/transcript", lambda m: m.json()["event_type"] == "model")
@@ -251,6 +262,7 @@ def test_say_from_home_assistant_brings_the_users_transcript_too(broker, ha, ser
     base = "pi-agent/nook"
     with mqtt_agent(server, tmp_path, broker.port, "nook") as run:
         run.wait_state(State.READY)
+        commands_heard(ha, base)
         ha.publish(f"{base}/say/set", "what time is it")
         ha.wait_for(f"{base}/transcript", lambda m: m.json()["event_type"] == "model")
         run.wait(lambda a: a.state is State.READY and a.turn == 1, what="the turn to end")
@@ -262,6 +274,7 @@ def test_the_last_turn_tokens_include_that_turns_usage(broker, ha, server, tmp_p
     base = "pi-agent/snug"
     with mqtt_agent(server, tmp_path, broker.port, "snug") as run:
         run.wait_state(State.READY)
+        commands_heard(ha, base)
         ha.publish(f"{base}/say/set", "hello")
         turn = ha.wait_for(f"{base}/turn", lambda m: m.json()["turn"] == 1).json()
         run.wait(lambda a: a.counters["total_tokens"] > 0, what="the usage to be counted")
