@@ -83,6 +83,8 @@ def test_agent_full_spoken_turn(server, card, tmp_path, phrase):
         run.wait(turn_finished(server, 1), what="the answer to play out")
         metrics = run.agent.metrics[-1]
         assert card.wait_played(len(reply.pcm()), TIMEOUT)
+        switches = run.agent.mic.switches  # reopened with one-chunk periods at the press
+    assert switches >= 1
     conn = server.connections[0].id
     messages = server.messages(kind="realtimeInput", conn_id=conn)
     subs = [m.sub for m in messages]
