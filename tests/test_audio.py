@@ -173,9 +173,11 @@ def ready_speaker(run, settings: AudioSettings) -> tuple[Speaker, Events]:
 
 
 def settle(mic: Microphone, chunks: int = 3) -> None:
-    """Let the mic read a few more chunks (what was spoken has then been read)."""
-    target = mic.chunks + chunks
-    assert wait_for(lambda: mic.chunks >= target)
+    """Let the mic read on until ``chunks`` chunks' time after now: what was spoken before
+    has then been read. (Counting chunks is not enough: a long idle read in progress now
+    brings many chunks at once, all of audio from before.)"""
+    until = time.monotonic() + chunks * mic.settings.chunk_ms / 1000
+    assert wait_for(lambda: (mic.last_chunk_time or 0.0) >= until)
 
 
 # --------------------------------------------------------------------------- microphone

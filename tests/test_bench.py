@@ -137,7 +137,9 @@ def test_whole_agents_did_the_same_turns(whole):
         assert c["tool_responses"] == 2 and c["answers"] == 2, (name, c)
         assert c["interrupted"] == 1, (name, c)  # the barge-in of turn 1
         assert c["video_frames_sent"] >= 2, (name, c)  # at least one frame per turn
-        assert c["audio_chunks_sent"] >= 2 * 25, (name, c)  # 1 s a turn in 40 ms chunks
+        # 1 s a turn in 40 ms chunks, less a chunk at either edge: an agent sees the press and
+        # the release a little after the harness sends them (the cookbook has no pre-roll)
+        assert c["audio_chunks_sent"] >= 2 * (25 - 2), (name, c)
         assert c["played_s"] > 0, (name, c)  # the answers came out of the simulated speaker
 
 
