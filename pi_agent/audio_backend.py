@@ -45,6 +45,11 @@ class DeviceNotFound(AudioDeviceError):
     """No device matches the configured name (unplugged, or a typo)."""
 
 
+class StaleDevice(AudioDeviceError):
+    """PortAudio was re-initialised since the device was looked up: its index may name
+    another device now. Look it up again."""
+
+
 class DeviceFault(AudioDeviceError):
     """The device opened but its audio is wrong (e.g. far faster than real time)."""
 
@@ -371,12 +376,26 @@ class PortAudioHub:
                 return False
 
     def open(
-        self, index: int, *, rate: int, channels: int, frames: int, input: bool, start: bool
+        self,
+        index: int,
+        *,
+        rate: int,
+        channels: int,
+        frames: int,
+        input: bool,
+        start: bool,
+        generation: int | None = None,
     ) -> Stream:
-        """Open a blocking s16le stream; OSError from PortAudio becomes AudioDeviceError."""
+        """Open a blocking s16le stream; OSError from PortAudio becomes AudioDeviceError.
+
+        With ``generation`` (:attr:`generation` when ``index`` was looked up), raise
+        :class:`StaleDevice` if PortAudio has been re-initialised since.
+        """
         with self._cond:
             while self._refreshing:  # a stream opened now would stall the re-enumeration
                 self._cond.wait(0.05)
+            if generation is not None and generation != self.generation:
+                raise StaleDevice(f"device #{index} was looked up before a re-enumeration")
             pa = self._ensure()
             import pyaudio
 

@@ -23,6 +23,7 @@ from .audio_backend import (
     DeviceWorker,
     OnState,
     PortAudioHub,
+    StaleDevice,
     Stream,
 )
 from .config import AudioSettings
@@ -99,6 +100,7 @@ class Microphone(DeviceWorker):
         #: Seconds the last such reopen took: on hardware, audio not captured.
         self.last_switch_s = 0.0
         self._device_index = -1
+        self._generation = -1
 
     # -- the agent's side
     def start_capture(self, *, gated: bool = False, deliver_preroll: bool = False) -> list[bytes]:
@@ -168,6 +170,7 @@ class Microphone(DeviceWorker):
     # -- the thread's side
     def _open(self) -> str:
         s = self.settings
+        self._generation = self._hub.generation  # the index below is valid for this one
         dev = self._hub.find(s.input_device, input=True)
         channels = self._channels_for(dev)
         candidates = (s.input_rate,) if s.input_rate else INPUT_RATES
@@ -220,14 +223,27 @@ class Microphone(DeviceWorker):
         ms = idle_ms if idle_ms and not self._capturing else self.settings.chunk_ms
         return rate * ms // 1000
 
-    def _switch(self, stream: Stream, frames: int) -> Stream:
-        """Reopen the device with another period, at once (capture started or stopped)."""
+    def _switch(self, stream: Stream, frames: int) -> Stream | None:
+        """Reopen the device with another period, at once (capture started or stopped).
+
+        None when PortAudio was re-initialised meanwhile: the device must be looked up
+        again, which the supervisor's ``_open`` does at once.
+        """
         began = time.monotonic()
         rate, channels = stream.rate, stream.channels
         self._close_stream()
-        self._stream = self._hub.open(
-            self._device_index, rate=rate, channels=channels, frames=frames, input=True, start=True
-        )
+        try:
+            self._stream = self._hub.open(
+                self._device_index,
+                rate=rate,
+                channels=channels,
+                frames=frames,
+                input=True,
+                start=True,
+                generation=self._generation,
+            )
+        except StaleDevice:
+            return None
         self.switches += 1
         self.last_switch_s = time.monotonic() - began
         log.debug(
@@ -247,7 +263,10 @@ class Microphone(DeviceWorker):
             self.loops += 1
             frames = self._period_frames(stream.rate)
             if frames != stream.frames:
-                stream = self._switch(stream, frames)
+                switched = self._switch(stream, frames)
+                if switched is None:
+                    return  # reopened from scratch by the supervisor
+                stream = switched
                 detector.resize(frames)  # the same audio goes on: keep counting
             began = time.monotonic()
             data = stream.read(frames)

@@ -309,6 +309,23 @@ def test_switching_between_idle_and_live_periods_loses_and_repeats_nothing(card,
     assert_contiguous(stream, signal)
 
 
+def test_a_switch_after_a_re_enumeration_looks_the_device_up_again(card, run):
+    """A device index is only valid for the PortAudio it was looked up in."""
+    signal = ramp(1.0)
+    mic, got = ready_mic(run, AudioSettings(chunk_ms=40, preroll_ms=300))
+    assert mic.opens == 1
+    HUB.generation += 1  # as a refresh by another worker would leave it
+    card.speak(signal)
+    first = mic.start_capture()
+    assert card.wait_spoken(TIMEOUT)
+    settle(mic, 3)
+    mic.stop_capture()
+    assert mic.opens == 2 and mic.switches == 0  # opened afresh, not with the old index
+    # a fresh open starts a fresh converter (the half chunk it held is gone); after it,
+    # capture goes on sample for sample
+    assert signal[len(signal) // 2 :] in b"".join(first) + got.pcm
+
+
 def test_idle_period_zero_keeps_one_period_and_never_reopens(card, run):
     signal = ramp(1.0)
     mic, got = ready_mic(run, AudioSettings(chunk_ms=40, preroll_ms=300, idle_period_ms=0))
