@@ -274,8 +274,8 @@ class Checker:
         try:
             backend = open_camera(settings)
         except PiAgentError as exc:
-            text = str(exc)  # the missing-library messages carry their own fix
-            fix = "" if "camera.backend: none" in text else "set camera.backend: none"
+            text = str(exc)
+            fix = "" if _names_its_fix(text) else "set camera.backend: none"
             self.report(FAIL, "camera", text, fix)
             return
         if backend is None:
@@ -288,7 +288,7 @@ class Checker:
             self.report(PASS, "camera", f"{settings.backend}: {w}x{h} frame, {len(jpeg)} bytes")
         except Exception as exc:
             text = str(exc)
-            if "camera.backend: none" in text:  # a library that is there but fails to import
+            if _names_its_fix(text):  # a library that is there but fails to import
                 self.report(FAIL, "camera", text, "")
             else:
                 self.report(FAIL, "camera", f"capture failed: {text}", "check the ribbon cable")
@@ -450,3 +450,8 @@ def run_check(
             return 1
     checker = Checker(config, config_path=config_path, out=out, **kwargs)
     return checker.run(skip_network=skip_network)
+
+
+def _names_its_fix(text: str) -> bool:
+    """The camera's missing-library messages (``camera_backends.MISSING_*``) end with their fix."""
+    return "camera.backend: none" in text

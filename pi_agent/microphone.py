@@ -183,10 +183,8 @@ class Microphone(DeviceWorker):
         frames = self._period_frames(rate)
         # the converter first: it may load numpy and soxr, which must not delay the first read
         self._conv = MicConverter(rate, channels, s.input_channel, s.mic_gain_db, self.chunk_bytes)
-        self._stream = self._hub.open(
-            dev.index, rate=rate, channels=channels, frames=frames, input=True, start=True
-        )
         self._device_index = dev.index
+        self._stream = self._open_stream(rate, channels, frames)
         self.device_name, self.device_rate = dev.name, rate
         how = "" if rate == MIC_RATE else f", resampled to {MIC_RATE} Hz"
         pick = "" if channels == 1 else f", channel {s.input_channel}"
@@ -223,6 +221,18 @@ class Microphone(DeviceWorker):
         ms = idle_ms if idle_ms and not self._capturing else self.settings.chunk_ms
         return rate * ms // 1000
 
+    def _open_stream(self, rate: int, channels: int, frames: int) -> Stream:
+        """Open the looked-up device, started; StaleDevice if PortAudio was re-made since."""
+        return self._hub.open(
+            self._device_index,
+            rate=rate,
+            channels=channels,
+            frames=frames,
+            input=True,
+            start=True,
+            generation=self._generation,
+        )
+
     def _switch(self, stream: Stream, frames: int) -> Stream | None:
         """Reopen the device with another period, at once (capture started or stopped).
 
@@ -233,15 +243,7 @@ class Microphone(DeviceWorker):
         rate, channels = stream.rate, stream.channels
         self._close_stream()
         try:
-            self._stream = self._hub.open(
-                self._device_index,
-                rate=rate,
-                channels=channels,
-                frames=frames,
-                input=True,
-                start=True,
-                generation=self._generation,
-            )
+            self._stream = self._open_stream(rate, channels, frames)
         except StaleDevice:
             return None
         self.switches += 1

@@ -441,6 +441,14 @@ def rss_table() -> list[dict[str, object]]:
     return rows
 
 
+def print_figures(figures: dict[str, float], as_json: bool) -> None:
+    """One named figure a line (or JSON)."""
+    if as_json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print("\n".join(f"{k:20} {v:8.2f}" for k, v in figures.items()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per path and setup")
@@ -475,12 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.switch:
-        result = switch_cost(args.switch)
-        print(
-            json.dumps(result, indent=2)
-            if args.json
-            else "\n".join(f"{k:12} {v:8.2f}" for k, v in result.items())
-        )
+        print_figures(switch_cost(args.switch), args.json)
         return 0
     if args.idle:
         idle_rows = idle_cost(args.idle) + idle_cost(args.idle, idle_period_ms=0)[:1]
@@ -496,12 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 0
     if args.first_write:
-        result = first_write_latency(args.first_write)
-        print(
-            json.dumps(result, indent=2)
-            if args.json
-            else "\n".join(f"{k:20} {v:8.2f}" for k, v in result.items())
-        )
+        print_figures(first_write_latency(args.first_write), args.json)
         return 0
 
     setups = [

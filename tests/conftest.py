@@ -83,7 +83,8 @@ def _restore_logging():
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """In CI a missing tool is a broken setup, not a reason to skip: scripts/test installs
-    espeak-ng, shellcheck and systemd-analyze, so a "not installed" skip there fails."""
+    espeak-ng, shellcheck, systemd-analyze, mosquitto and the test extras (google-genai,
+    simplejpeg, PyAudio), so a "not installed" skip there fails."""
     outcome = yield
     report = outcome.get_result()
     if report.skipped and os.environ.get("CI") and isinstance(report.longrepr, tuple):
